@@ -1,0 +1,132 @@
+"""Frozen, validated configuration objects.
+
+Defaults are the textbook's char-level RNN language model: 32 hidden units, batch 1024, 32 time
+steps, learning rate 1, gradient clipping at global norm 1, weights drawn from N(0, 0.01^2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+CELLS = ("rnn",)
+DTYPES = ("float32", "float64")
+BATCHINGS = ("windows", "sequential")
+
+
+def _positive_int(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
+
+
+def _finite_positive(owner: str, name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        need = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ConfigError(f"{owner}.{name} must be {need}, got {value!r}")
+
+
+def _choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{owner}.{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the model.
+
+    Arguments:
+        vocab_size: number of tokens V (inputs are one-hot of width V, outputs are V logits).
+        hidden_size: hidden units H.
+        cell: recurrent cell; ``"rnn"`` is the tanh RNN of the textbook.
+        num_layers: stacked recurrent layers.
+        init_sigma: standard deviation of the normal weight init (biases start at zero).
+    """
+
+    vocab_size: int
+    hidden_size: int = 32
+    cell: str = "rnn"
+    num_layers: int = 1
+    init_sigma: float = 0.01
+
+    def __post_init__(self) -> None:
+        _positive_int("ModelConfig", "vocab_size", self.vocab_size)
+        _positive_int("ModelConfig", "hidden_size", self.hidden_size)
+        _positive_int("ModelConfig", "num_layers", self.num_layers)
+        _choice("ModelConfig", "cell", self.cell, CELLS)
+        if self.num_layers != 1:
+            raise ConfigError(
+                f"ModelConfig.num_layers={self.num_layers} is not supported yet; use num_layers=1"
+            )
+        _finite_positive("ModelConfig", "init_sigma", self.init_sigma)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**_known_fields(cls, data))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Arguments:
+        batch_size: sequences per minibatch B.
+        num_steps: time steps per sequence T (the truncation length of BPTT).
+        lr: SGD learning rate.
+        max_epochs: passes over the training windows.
+        grad_clip: global gradient norm threshold; 0 disables clipping.
+        seed: seeds the weight init, the shuffling and the sequential offset.
+        dtype: ``"float32"`` or ``"float64"``.
+        batching: ``"windows"`` (the textbook's stride-1 windows, shuffled, state reset per batch)
+            or ``"sequential"`` (consecutive batches continue each other; the hidden state is
+            carried across batches and detached: truncated BPTT).
+        num_train: training windows (``"windows"`` batching); ``None`` takes what the corpus allows.
+        num_val: validation windows after the training ones.
+    """
+
+    batch_size: int = 1024
+    num_steps: int = 32
+    lr: float = 1.0
+    max_epochs: int = 100
+    grad_clip: float = 1.0
+    seed: int = 0
+    dtype: str = "float32"
+    batching: str = "windows"
+    num_train: int | None = 10000
+    num_val: int = 5000
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_steps", "max_epochs"):
+            _positive_int("TrainConfig", name, getattr(self, name))
+        _finite_positive("TrainConfig", "lr", self.lr)
+        _finite_positive("TrainConfig", "grad_clip", self.grad_clip, allow_zero=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+        _choice("TrainConfig", "dtype", self.dtype, DTYPES)
+        _choice("TrainConfig", "batching", self.batching, BATCHINGS)
+        if self.num_train is not None:
+            _positive_int("TrainConfig", "num_train", self.num_train)
+        if isinstance(self.num_val, bool) or not isinstance(self.num_val, int) or self.num_val < 0:
+            raise ConfigError(f"TrainConfig.num_val must be an integer >= 0, got {self.num_val!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return cls(**_known_fields(cls, data))
+
+
+def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    return {k: v for k, v in data.items() if k in names}
