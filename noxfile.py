@@ -1,8 +1,8 @@
 """One environment per framework: MXNet 1.9.1 needs numpy<1.24, JAX and TensorFlow need numpy 2.
 
-    nox                 # every test session and lint (what CI runs)
-    nox -s torch        # one framework
-    nox -s compare      # the main job: train in every framework, write the report
+nox                 # every test session and lint (what CI runs)
+nox -s torch        # one framework
+nox -s compare      # the main job: train in every framework, write the report
 """
 
 from __future__ import annotations

@@ -33,15 +33,20 @@ class Ops:
     def tanh(self, x: Array) -> Array: ...
     def take_rows(self, w: Array, ids: Array) -> Array:
         """``w[ids]`` for an int array ``ids`` of any shape."""
+
     def one_hot(self, ids: Array, depth: int) -> Array:
         """Float one-hot of ``ids`` in the backend's dtype."""
+
     def concat(self, xs: list[Array], axis: int) -> Array: ...
     def swap_bt(self, x: Array) -> Array:
         """Swap the first two axes (batch-major <-> time-major)."""
+
     def logsumexp(self, x: Array) -> Array:
         """Over the last axis, keeping it."""
+
     def pick(self, x: Array, ids: Array) -> Array:
         """``x[..., ids]`` elementwise: x (..., V), ids (...) -> (...)."""
+
     def mean(self, x: Array) -> Array: ...
     def sum(self, x: Array) -> Array: ...
     def sqrt(self, x: Array) -> Array: ...

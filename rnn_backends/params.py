@@ -178,7 +178,9 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
         )
         vocab = Vocab.from_tokens_list(meta["vocab"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(f"checkpoint {str(src)!r} is corrupted ({META_FILE}: {exc})") from None
+        raise CheckpointError(
+            f"checkpoint {str(src)!r} is corrupted ({META_FILE}: {exc})"
+        ) from None
     if not params_path.is_file():
         raise CheckpointError(f"checkpoint {str(src)!r} lacks its weights {params_path.name}")
     blob = params_path.read_bytes()
@@ -191,7 +193,9 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             params = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"checkpoint weights {str(params_path)!r} unreadable: {exc}") from None
+        raise CheckpointError(
+            f"checkpoint weights {str(params_path)!r} unreadable: {exc}"
+        ) from None
     if len(vocab) != model_config.vocab_size:
         raise CheckpointError(
             f"checkpoint {str(src)!r}: vocabulary of {len(vocab)} tokens but vocab_size="

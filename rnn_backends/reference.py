@@ -91,7 +91,9 @@ def loss_and_grads(
 
 def grad_norm(grads: Params) -> float:
     """Global L2 norm over every gradient tensor."""
-    return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values())))
+    return float(
+        np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+    )
 
 
 def clip_grads(grads: Params, max_norm: float) -> tuple[Params, float]:
@@ -115,7 +117,9 @@ def train_step(
     lr: float,
     max_norm: float,
 ) -> tuple[Params, float, float, np.ndarray]:
-    """One SGD step with global-norm clipping. Returns (new params, loss, grad norm, final state)."""
+    """One SGD step with global-norm clipping.
+
+    Returns (new params, loss, grad norm before clipping, final state)."""
     loss, grads, h_last = loss_and_grads(params, X, Y, h0)
     clipped, norm = clip_grads(grads, max_norm)
     return sgd(params, clipped, lr), loss, norm, h_last

@@ -45,15 +45,31 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend_name", selected_backends(metafunc.config))
     if "framework_name" in metafunc.fixturenames:
         names = framework_backends(metafunc.config)
-        metafunc.parametrize("framework_name", names or [pytest.param(None, marks=pytest.mark.skip(
-            reason="no framework backend selected or installed"))])
+        metafunc.parametrize(
+            "framework_name",
+            names
+            or [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason="no framework backend selected or installed"),
+                )
+            ],
+        )
     if "framework_variant" in metafunc.fixturenames:
         pairs = []
         for name in framework_backends(metafunc.config):
             module_variants = _variants(name)
             pairs += [pytest.param((name, v), id=f"{name}-{v}") for v in module_variants]
-        metafunc.parametrize("framework_variant", pairs or [pytest.param(None, marks=pytest.mark.skip(
-            reason="no framework backend selected or installed"))])
+        metafunc.parametrize(
+            "framework_variant",
+            pairs
+            or [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason="no framework backend selected or installed"),
+                )
+            ],
+        )
 
 
 def _variants(name: str) -> tuple[str, ...]:

@@ -60,7 +60,9 @@ class Backend(abc.ABC):
     variants: ClassVar[tuple[str, ...]] = VARIANTS
     default_variant: ClassVar[str] = "fast"
 
-    def __init__(self, dtype: str = "float64", device: str | None = None, variant: str | None = None):
+    def __init__(
+        self, dtype: str = "float64", device: str | None = None, variant: str | None = None
+    ):
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         variant = variant or self.default_variant
@@ -199,7 +201,9 @@ class Backend(abc.ABC):
             logits, h_last = self.logits(native, self._ids(X), self._h0(native, state, X.shape[0]))
         return self.to_numpy(logits), (self.to_numpy(h_last)[None],)
 
-    def loss(self, params: Any, X: np.ndarray, Y: np.ndarray, state: Any = None) -> tuple[float, Any]:
+    def loss(
+        self, params: Any, X: np.ndarray, Y: np.ndarray, state: Any = None
+    ) -> tuple[float, Any]:
         """Mean cross-entropy of a batch without gradients; returns (loss, native final state)."""
         native = self._native(params)
         h0 = self._h0(native, state, X.shape[0])

@@ -55,7 +55,9 @@ class NumpyBackend(Backend):
         return reference.cross_entropy(logits, Y), (h_last,)
 
     def loss_and_grads(self, params, X, Y, state=None):
-        loss, grads, _ = reference.loss_and_grads(self.prepare(params), X, Y, self._h0_np(state, len(X)))
+        loss, grads, _ = reference.loss_and_grads(
+            self.prepare(params), X, Y, self._h0_np(state, len(X))
+        )
         return loss, grads
 
     def train_step(self, params, X, Y, state=None, *, lr, grad_clip) -> StepResult:
@@ -65,7 +67,9 @@ class NumpyBackend(Backend):
         return StepResult(params=new, loss=loss, grad_norm=norm, state=(h_last,))
 
     def concat_trick(self, X, W_xh, H, W_hh):
-        return reference.concat_trick(*(np.asarray(a, dtype=self.dtype) for a in (X, W_xh, H, W_hh)))
+        return reference.concat_trick(
+            *(np.asarray(a, dtype=self.dtype) for a in (X, W_xh, H, W_hh))
+        )
 
     def version(self) -> str:
         return np.__version__

@@ -28,7 +28,11 @@ BACKENDS: dict[str, BackendSpec] = {
         BackendSpec("torch", "torch_backend", "TorchBackend", "torch", "torch", "PyTorch"),
         BackendSpec("jax", "jax_backend", "JaxBackend", "jax", "jax", "JAX"),
         BackendSpec(
-            "tensorflow", "tensorflow_backend", "TensorflowBackend", "tensorflow", "tensorflow",
+            "tensorflow",
+            "tensorflow_backend",
+            "TensorflowBackend",
+            "tensorflow",
+            "tensorflow",
             "TensorFlow",
         ),
         BackendSpec("mxnet", "mxnet_backend", "MxnetBackend", "mxnet", "mxnet", "MXNet"),

@@ -37,6 +37,11 @@ def windows(ids: np.ndarray, num_steps: int) -> np.ndarray:
     return sliding_window_view(np.asarray(ids, dtype=np.int64), num_steps + 1)
 
 
+def _split(chunk: np.ndarray) -> Batch:
+    """Inputs and targets of windows, as fresh contiguous (writable) arrays."""
+    return chunk[:, :-1].copy(), chunk[:, 1:].copy()
+
+
 def sequential_batches(
     ids: np.ndarray, batch_size: int, num_steps: int, offset: int = 0
 ) -> Iterator[Batch]:
@@ -51,7 +56,7 @@ def sequential_batches(
     xs = ids[offset : offset + usable].reshape(batch_size, -1)
     ys = ids[offset + 1 : offset + 1 + usable].reshape(batch_size, -1)
     for start in range(0, (xs.shape[1] // num_steps) * num_steps, num_steps):
-        yield xs[:, start : start + num_steps], ys[:, start : start + num_steps]
+        yield xs[:, start : start + num_steps].copy(), ys[:, start : start + num_steps].copy()
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class CharBatches:
         order = rng.permutation(len(win))
         for start in range(0, len(order), cfg.batch_size):
             chunk = win[order[start : start + cfg.batch_size]]
-            yield chunk[:, :-1], chunk[:, 1:]
+            yield _split(chunk)
 
     def val_batches(self) -> Iterator[Batch]:
         """Validation batches in corpus order (no shuffling)."""
@@ -125,8 +130,7 @@ class CharBatches:
             return
         win = windows(self.ids, cfg.num_steps)[self.num_train : self.num_train + cfg.num_val]
         for start in range(0, len(win), cfg.batch_size):
-            chunk = win[start : start + cfg.batch_size]
-            yield chunk[:, :-1], chunk[:, 1:]
+            yield _split(win[start : start + cfg.batch_size])
 
     def num_train_batches(self) -> int:
         cfg = self.config

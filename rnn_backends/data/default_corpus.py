@@ -12,46 +12,139 @@ from __future__ import annotations
 from functools import lru_cache
 
 _SUBJECTS = (
-    "the clockmaker", "the keeper of the lighthouse", "an old sailor", "the young engineer",
-    "my neighbour", "the traveller", "the miller", "a quiet student", "the ferryman",
-    "the baker on the hill", "the doctor", "her brother", "the village teacher", "the stranger",
-    "the gardener", "a tired messenger", "the captain", "our host", "the astronomer",
+    "the clockmaker",
+    "the keeper of the lighthouse",
+    "an old sailor",
+    "the young engineer",
+    "my neighbour",
+    "the traveller",
+    "the miller",
+    "a quiet student",
+    "the ferryman",
+    "the baker on the hill",
+    "the doctor",
+    "her brother",
+    "the village teacher",
+    "the stranger",
+    "the gardener",
+    "a tired messenger",
+    "the captain",
+    "our host",
+    "the astronomer",
     "the weaver",
 )
 _VERBS = (
-    "repaired", "watched", "carried", "measured", "painted", "followed", "remembered", "opened",
-    "counted", "described", "built", "found", "lost", "mended", "studied", "sold", "borrowed",
-    "polished", "wound", "drew",
+    "repaired",
+    "watched",
+    "carried",
+    "measured",
+    "painted",
+    "followed",
+    "remembered",
+    "opened",
+    "counted",
+    "described",
+    "built",
+    "found",
+    "lost",
+    "mended",
+    "studied",
+    "sold",
+    "borrowed",
+    "polished",
+    "wound",
+    "drew",
 )
 _OBJECTS = (
-    "the brass clock", "a wooden boat", "the long road", "the silver lamp", "a letter",
-    "the broken wheel", "the evening tide", "an iron key", "the great map", "a basket of apples",
-    "the narrow bridge", "the winter garden", "a small machine", "the red door", "the stone tower",
-    "a paper kite", "the heavy anchor", "the glass bottle", "the old compass", "a bundle of rope",
+    "the brass clock",
+    "a wooden boat",
+    "the long road",
+    "the silver lamp",
+    "a letter",
+    "the broken wheel",
+    "the evening tide",
+    "an iron key",
+    "the great map",
+    "a basket of apples",
+    "the narrow bridge",
+    "the winter garden",
+    "a small machine",
+    "the red door",
+    "the stone tower",
+    "a paper kite",
+    "the heavy anchor",
+    "the glass bottle",
+    "the old compass",
+    "a bundle of rope",
 )
 _PLACES = (
-    "near the harbour", "behind the mill", "on the hill", "in the workshop", "by the river",
-    "under the bridge", "at the market", "beside the church", "in the cold cellar",
-    "along the shore", "at the edge of the forest", "inside the tower", "on the frozen lake",
-    "in the crowded square", "beyond the orchard",
+    "near the harbour",
+    "behind the mill",
+    "on the hill",
+    "in the workshop",
+    "by the river",
+    "under the bridge",
+    "at the market",
+    "beside the church",
+    "in the cold cellar",
+    "along the shore",
+    "at the edge of the forest",
+    "inside the tower",
+    "on the frozen lake",
+    "in the crowded square",
+    "beyond the orchard",
 )
 _TIMES = (
-    "every morning", "before dawn", "after the storm", "in the spring", "late at night",
-    "on sunday", "during the long winter", "at noon", "when the bells rang", "once a year",
-    "at the turn of the tide", "while the town slept",
+    "every morning",
+    "before dawn",
+    "after the storm",
+    "in the spring",
+    "late at night",
+    "on sunday",
+    "during the long winter",
+    "at noon",
+    "when the bells rang",
+    "once a year",
+    "at the turn of the tide",
+    "while the town slept",
 )
 _ADJECTIVES = (
-    "patient", "careful", "curious", "silent", "cheerful", "stubborn", "gentle", "clever",
-    "weary", "honest", "restless", "proud",
+    "patient",
+    "careful",
+    "curious",
+    "silent",
+    "cheerful",
+    "stubborn",
+    "gentle",
+    "clever",
+    "weary",
+    "honest",
+    "restless",
+    "proud",
 )
 _FEELINGS = (
-    "glad", "afraid", "surprised", "certain", "puzzled", "hopeful", "sorry", "amused",
+    "glad",
+    "afraid",
+    "surprised",
+    "certain",
+    "puzzled",
+    "hopeful",
+    "sorry",
+    "amused",
 )
 _REASONS = (
-    "the weather was turning", "nobody else knew the way", "the lamp had gone out",
-    "the river was rising", "the clock had stopped at seven", "a ship was expected",
-    "the bread was still warm", "the map was wrong", "the key did not fit",
-    "the road was closed", "the bells were silent", "the wind had changed",
+    "the weather was turning",
+    "nobody else knew the way",
+    "the lamp had gone out",
+    "the river was rising",
+    "the clock had stopped at seven",
+    "a ship was expected",
+    "the bread was still warm",
+    "the map was wrong",
+    "the key did not fit",
+    "the road was closed",
+    "the bells were silent",
+    "the wind had changed",
 )
 _SAYINGS = (
     "time is a river that runs in one direction",
@@ -87,7 +180,8 @@ def _sentence(rng: _Lcg) -> str:
     if kind == 1:
         return f"{rng.pick(_TIMES).capitalize()}, {s} {v} {o}."
     if kind == 2:
-        return f"{s.capitalize()} was {rng.pick(_ADJECTIVES)}, and {v} {o} because {rng.pick(_REASONS)}."
+        adjective = rng.pick(_ADJECTIVES)
+        return f"{s.capitalize()} was {adjective}, and {v} {o} because {rng.pick(_REASONS)}."
     if kind == 3:
         return f'"{rng.pick(_SAYINGS).capitalize()}," said {s}.'
     if kind == 4:
@@ -97,7 +191,8 @@ def _sentence(rng: _Lcg) -> str:
         return f"{s.capitalize()} and {other} {v} {o} {rng.pick(_TIMES)}."
     if kind == 6:
         return f"Where is {o}? asked {s}, and nobody answered."
-    return f"{s.capitalize()} {v} {o}, then {rng.pick(_VERBS)} {rng.pick(_OBJECTS)} {rng.pick(_PLACES)}."
+    v2, o2 = rng.pick(_VERBS), rng.pick(_OBJECTS)
+    return f"{s.capitalize()} {v} {o}, then {v2} {o2} {rng.pick(_PLACES)}."
 
 
 def generate_text(num_chars: int = 40_000, seed: int = 1898) -> str:

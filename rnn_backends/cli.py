@@ -1,0 +1,220 @@
+"""Command line: ``rnn-backends info | train | generate`` (also ``python -m rnn_backends``).
+
+User errors print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .backends.registry import BACKENDS, available_backends, get_backend
+from .config import BATCHINGS, CELLS, DTYPES, ModelConfig, TrainConfig
+from .errors import NonFiniteError, UserError
+
+PROG = "rnn-backends"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # One line instead of usage + message; still exit status 2.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _framework_version(module: str) -> str | None:
+    dist = {
+        "torch": "torch",
+        "jax": "jax",
+        "tensorflow": "tensorflow",
+        "mxnet": "mxnet",
+        "numpy": "numpy",
+    }[module]
+    for name in (dist, f"{dist}-cpu"):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(f"rnn-backends {__version__} (python {sys.version.split()[0]})")
+    installed = set(available_backends())
+    for name, spec in BACKENDS.items():
+        version = _framework_version(spec.framework)
+        if name not in installed:
+            print(f"  {name:<11} not installed  (pip install 'rnn-backends[{spec.extra}]')")
+            continue
+        line = f"  {name:<11} {spec.title} {version}"
+        if args.devices:
+            try:
+                line += f"  device: {get_backend(name, dtype='float32').device}"
+            except UserError as exc:
+                line += f"  ({exc})"
+        print(line)
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", help="numpy, torch, jax, tensorflow or mxnet")
+    p.add_argument("--variant", default=None, help="textbook, concat, fast (default) or native")
+    p.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: GPU if any")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    p.add_argument("--corpus", default="default", help="default, timemachine, or a text file")
+    p.add_argument("--cell", default="rnn", choices=CELLS)
+    p.add_argument("--hidden-size", type=int, default=32)
+    p.add_argument("--num-layers", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--num-steps", type=int, default=d.num_steps)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--epochs", type=int, default=d.max_epochs)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="0 disables clipping")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batching", default=d.batching, choices=BATCHINGS)
+    p.add_argument(
+        "--num-train",
+        type=int,
+        default=d.num_train,
+        help="training windows (default: the textbook's 10000)",
+    )
+    p.add_argument("--num-val", type=int, default=d.num_val)
+
+
+def _configs(args: argparse.Namespace, vocab_size: int) -> tuple[ModelConfig, TrainConfig]:
+    model = ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=args.hidden_size,
+        cell=args.cell,
+        num_layers=args.num_layers,
+    )
+    train = TrainConfig(
+        batch_size=args.batch_size,
+        num_steps=args.num_steps,
+        lr=args.lr,
+        max_epochs=args.epochs,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+        dtype=args.dtype,
+        batching=args.batching,
+        num_train=args.num_train,
+        num_val=args.num_val,
+    )
+    return model, train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data.corpus import load_corpus
+    from .generate import generate
+    from .train import train
+
+    if args.num_preds < 0:
+        raise UserError(f"--num-preds must be >= 0, got {args.num_preds}")
+    corpus = load_corpus(args.corpus)
+    model_config, train_config = _configs(args, len(corpus.vocab))
+    out = Path(args.out or f"runs/{args.backend}")
+    backend = get_backend(args.backend, dtype=args.dtype, device=args.device, variant=args.variant)
+    result = train(
+        backend,
+        corpus,
+        model_config,
+        train_config,
+        out_dir=out,
+        progress=None if args.progress else False,
+    )
+    last = result.history["epochs"][-1]
+    print(
+        f"{backend.name} ({backend.variant}, {backend.device}): epoch {last['epoch']} "
+        f"train perplexity {last['train_ppl']:.3f}, validation perplexity {last['val_ppl']:.3f}"
+    )
+    print(f"checkpoint: {result.checkpoint}")
+    if args.num_preds:
+        print(generate(backend, result.native, corpus.vocab, args.prefix, args.num_preds))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+    from .params import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    dtype = args.dtype or str(next(iter(ckpt.params.values())).dtype)
+    backend = get_backend(args.backend, dtype=dtype, device=args.device, variant=args.variant)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        text = generate(
+            backend,
+            ckpt.params,
+            ckpt.vocab,
+            args.prefix,
+            args.num_preds,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    print(json.dumps(text) if args.json else text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="The textbook's char-level RNN LM in four frameworks.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    info = sub.add_parser("info", help="versions, installed backends, devices")
+    info.add_argument("--devices", action="store_true", help="import each framework, show device")
+    info.set_defaults(func=cmd_info)
+
+    tr = sub.add_parser("train", help="train one backend and write a checkpoint")
+    _add_model_args(tr)
+    _add_train_args(tr)
+    tr.add_argument("--out", default=None, help="output directory (default runs/BACKEND)")
+    tr.add_argument("--prefix", default="the clock")
+    tr.add_argument("--num-preds", type=int, default=50)
+    tr.add_argument("--no-progress", dest="progress", action="store_false")
+    tr.set_defaults(func=cmd_train)
+
+    gen = sub.add_parser("generate", help="generate text from a checkpoint")
+    gen.add_argument("--checkpoint", required=True, help="a checkpoint directory")
+    gen.add_argument("--prefix", required=True)
+    gen.add_argument("--num-preds", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=None, help="omit for greedy")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print the text as a JSON string")
+    gen.add_argument("--backend", default="numpy")
+    gen.add_argument("--variant", default=None)
+    gen.add_argument("--device", default=None, choices=["cpu", "gpu"])
+    gen.add_argument("--dtype", default=None, choices=DTYPES, help="default: the checkpoint's")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        return _fail(str(exc))
+    except NonFiniteError as exc:
+        return _fail(str(exc), status=1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", status=130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

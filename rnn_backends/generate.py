@@ -1,0 +1,78 @@
+"""Text generation from a prefix, framework-free: the backend only runs ``forward``.
+
+Greedy decoding (no temperature) takes the arg-max; sampling draws from
+softmax(logits / temperature) with a NumPy generator, so the same seed gives the same text in every
+framework (given the same logits).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .backends.base import Backend
+from .data.text import preprocess
+from .data.vocab import Vocab
+from .errors import UserError
+
+
+def next_token(
+    logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None
+) -> int:
+    """Pick the next id from float logits (V,): arg-max when ``temperature`` is None."""
+    if temperature is None:
+        return int(np.argmax(logits))
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    p = np.exp(z - z.max())
+    cdf = np.cumsum(p)
+    assert rng is not None
+    # Inverse-CDF sampling written out, so the draw does not depend on NumPy's choice() internals.
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+
+
+def generate(
+    backend: Backend,
+    params: dict,
+    vocab: Vocab,
+    prefix: str,
+    num_preds: int,
+    temperature: float | None = None,
+    seed: int = 0,
+) -> str:
+    """The prefix followed by ``num_preds`` generated characters.
+
+    The prefix is preprocessed like the corpus; characters the vocabulary lacks map to ``<unk>``
+    with a warning.
+    """
+    if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
+        raise UserError(f"num_preds must be an integer >= 0, got {num_preds!r}")
+    if temperature is not None and not (
+        isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
+    ):
+        raise UserError(
+            f"temperature must be a finite number > 0 (omit it for greedy), got {temperature!r}"
+        )
+    text = preprocess(prefix)
+    if not text.strip():
+        raise UserError(f"prefix {prefix!r} has no letters; give at least one character to start")
+    unknown = vocab.unknown_tokens(text)
+    if unknown:
+        warnings.warn(
+            f"prefix characters {''.join(unknown)!r} are not in the vocabulary; they are read as "
+            "<unk>",
+            UserWarning,
+            stacklevel=2,
+        )
+    ids = vocab.encode(text)
+    rng = np.random.default_rng(seed) if temperature is not None else None
+    params = (
+        backend.prepare(params) if isinstance(next(iter(params.values())), np.ndarray) else params
+    )
+    logits, state = backend.forward(params, ids[None, :])
+    out = []
+    for _ in range(num_preds):
+        nxt = next_token(logits[0, -1], temperature, rng)
+        out.append(nxt)
+        logits, state = backend.forward(params, np.array([[nxt]], dtype=np.int64), state)
+    return text + vocab.decode(out)
