@@ -1,0 +1,185 @@
+"""MXNet-only checks: the quirks the adapter works around, each proved against the oracle.
+
+The shared suite (test_backends.py) already runs every MXNet variant against the oracle; these
+tests pin down why the adapter is written the way it is.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mxnet")
+
+from conftest import REPO, make_backend, rel_err  # noqa: E402
+
+from rnn_backends import ModelConfig, cells, init_params, reference  # noqa: E402
+from rnn_backends.errors import BackendUnavailableError  # noqa: E402
+
+F64_TOL = 1e-10
+
+
+@pytest.fixture
+def backend():
+    return make_backend("mxnet", "float64", "fast")
+
+
+def _gluon_rnn(params: dict[str, np.ndarray], **kwargs):
+    """A Gluon rnn.RNN holding the canonical weights (b_h2h zero), float64, batch-major."""
+    from mxnet import gluon, npx
+    from mxnet import np as mnp
+
+    # Without NumPy mode Gluon makes legacy NDArray parameters, and set_data from mx.np arrays
+    # recurses until it fails; the backend sets it too, but this test may run first.
+    npx.set_np()
+    V, H = params["W_xh"].shape
+    layer = gluon.rnn.RNN(H, layout="NTC", input_size=V, dtype="float64", **kwargs)
+    layer.initialize(mx.init.Zero(), ctx=mx.cpu())  # the default initializer fails for float64
+    layer.l0_i2h_weight.set_data(mnp.array(params["W_xh"].T, dtype="float64"))
+    layer.l0_h2h_weight.set_data(mnp.array(params["W_hh"].T, dtype="float64"))
+    layer.l0_i2h_bias.set_data(mnp.array(params["b_h"], dtype="float64"))
+    layer.l0_h2h_bias.set_data(mnp.zeros((H,), dtype="float64"))
+    return layer
+
+
+def _run_gluon(layer, X: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
+    from mxnet import np as mnp
+    from mxnet import npx
+
+    V, H = params["W_xh"].shape
+    x = npx.one_hot(mnp.array(X, dtype="int64"), V, dtype="float64")
+    h0 = mnp.zeros((1, X.shape[0], H), dtype="float64")
+    out, _ = layer(x, [h0])
+    return out.asnumpy()  # (B, T, H)
+
+
+def test_native_path_is_a_tanh_rnn_matching_the_oracle(small_model):
+    _, params, X, Y = small_model
+    backend = make_backend("mxnet", "float64", "native")
+    logits, h_last, _ = reference.forward(params, X)
+    loss, grads, _ = reference.loss_and_grads(params, X, Y)
+
+    got_logits, (got_h,) = backend.forward(params, X)
+    assert rel_err(got_logits, logits) <= F64_TOL
+    assert rel_err(got_h[0], h_last) <= F64_TOL
+    got_loss, got_grads = backend.loss_and_grads(params, X, Y)
+    assert abs(got_loss - loss) / loss <= F64_TOL
+    for k in grads:  # gradients read back from Gluon's layout under the canonical names
+        assert rel_err(got_grads[k], grads[k]) <= F64_TOL, k
+    # The explicit activation is what makes this a tanh RNN: a tanh layer built here agrees.
+    _, _, hs = reference.forward(params, X)
+    tanh_out = _run_gluon(_gluon_rnn(params, activation="tanh"), X, params)
+    assert rel_err(tanh_out, hs[1:].transpose(1, 0, 2)) <= F64_TOL
+
+
+def test_gluon_default_activation_is_relu_and_misses_the_oracle(small_model):
+    """The textbook's concise MXNet RNN omits the activation and so trains a relu RNN."""
+    _, params, X, _ = small_model
+    out = _run_gluon(_gluon_rnn(params), X, params)  # Gluon's default activation
+    _, _, hs = reference.forward(params, X)
+    assert rel_err(out, hs[1:].transpose(1, 0, 2)) > 1e-2  # far from the tanh oracle
+
+    # ...and it is the same recurrence with relu in place of tanh (computed in NumPy, rounded the
+    # way MXNet rounds it). MXNet's CPU kernel (src/operator/rnn_impl.h) writes relu as
+    # ``static_cast<float>(x)``, so a float64 relu RNN rounds every state to float32; the tanh
+    # kernel has no such cast (the test above holds it to 1e-10).
+    assert np.array_equal(out, out.astype(np.float32).astype(np.float64))
+    h = np.zeros((X.shape[0], params["W_hh"].shape[0]))
+    relu_states = []
+    for t in range(X.shape[1]):
+        a = params["W_xh"][X[:, t]] + h @ params["W_hh"] + params["b_h"]
+        h = np.maximum(a, 0.0).astype(np.float32).astype(np.float64)
+        relu_states.append(h)
+    assert rel_err(out, np.stack(relu_states, axis=1)) <= F64_TOL
+
+
+def test_native_training_keeps_the_second_bias_frozen_at_zero():
+    """Gluon has two biases; the canonical model one. b_h2h must stay zero and untrained."""
+    cfg = ModelConfig(vocab_size=7, hidden_size=5, init_sigma=0.5)
+    params = init_params(cfg, seed=1)
+    rng = np.random.default_rng(2)
+    backend = make_backend("mxnet", "float64", "native")
+    native, oracle = backend.prepare(params), dict(params)
+    for _ in range(3):
+        X, Y = rng.integers(0, 7, size=(3, 4)), rng.integers(0, 7, size=(3, 4))
+        native = backend.train_step(native, X, Y, lr=0.5, grad_clip=1.0).params
+        oracle, _, _, _ = reference.train_step(oracle, X, Y, None, 0.5, 1.0)
+    final = backend.export(native)
+    for k in params:
+        assert final[k].dtype == np.float64, k
+        assert rel_err(final[k], oracle[k]) <= 1e-9, k
+    h2h_bias = backend._rnn.l0_h2h_bias
+    assert h2h_bias.grad_req == "null"
+    assert np.all(h2h_bias.data().asnumpy() == 0.0)
+
+
+def test_ops_keep_float64_where_mxnet_defaults_to_float32(backend):
+    ops = backend.ops
+    ids = np.array([[0, 3, 2], [1, 1, 4]])
+    one_hot = ops.one_hot(backend.asarray(ids), 5)
+    assert one_hot.dtype == np.float64
+    assert np.array_equal(backend.to_numpy(one_hot), np.eye(5)[ids])
+    assert backend.asarray(ids).dtype == np.int64
+    zeros = backend._zeros_state({"W_hh": np.zeros((3, 3))}, 2)
+    assert zeros.dtype == np.float64 and zeros.shape == (2, 3)
+    w = np.random.default_rng(0).normal(size=(5, 3))
+    rows = ops.take_rows(backend.asarray(w), backend.asarray(ids))
+    assert rows.dtype == np.float64
+    assert np.array_equal(backend.to_numpy(rows), w[ids])  # a gather is exact
+
+
+def test_logsumexp_is_stable_and_matches_the_oracle(backend):
+    x = np.array([[1000.0, 999.0, -1000.0], [-1000.0, -1001.0, -999.5], [0.1, 0.2, 0.3]])
+    got = backend.to_numpy(backend.ops.logsumexp(backend.asarray(x)))
+    assert np.all(np.isfinite(got))
+    expected = (x - reference.log_softmax(x))[:, :1]  # log_softmax = x - logsumexp(x)
+    assert rel_err(got, expected) <= 1e-14
+
+
+@pytest.mark.parametrize("clip_factor", [0.1, 10.0])
+def test_clip_and_sgd_under_set_np_matches_the_oracle(backend, small_model, clip_factor):
+    """Gluon's clip_global_norm rejects mx.np arrays; the shared clip over MxnetOps does not."""
+    _, params, X, Y = small_model
+    _, grads, _ = reference.loss_and_grads(params, X, Y)
+    max_norm = reference.grad_norm(grads) * clip_factor  # clips for 0.1, not for 10
+    native_p = backend.prepare(params)
+    native_g = {k: backend.asarray(g) for k, g in grads.items()}
+    new, norm = cells.clip_and_sgd(backend.ops, native_p, native_g, 0.7, max_norm)
+    clipped, o_norm = reference.clip_grads(grads, max_norm)
+    expected = reference.sgd(params, clipped, 0.7)
+    assert float(backend.to_numpy(norm)) == pytest.approx(o_norm, rel=1e-12)
+    for k in params:
+        assert rel_err(backend.to_numpy(new[k]), expected[k]) <= 1e-12, k
+
+
+def test_value_and_grad_leaves_the_callers_arrays_untouched(backend, small_model):
+    _, params, X, Y = small_model
+    native = backend.prepare(params)
+    backend.train_step(native, X, Y, lr=1.0, grad_clip=0)
+    for k in params:  # no in-place update and no gradient buffer attached to the inputs
+        assert np.array_equal(backend.to_numpy(native[k]), params[k]), k
+        assert native[k].grad is None, k
+
+
+def test_version_and_device(backend):
+    assert backend.version() == mx.__version__
+    if mx.context.num_gpus() == 0:
+        assert make_backend("mxnet", "float64").device == "cpu(0)"
+        from rnn_backends import get_backend
+
+        assert get_backend("mxnet").device == "cpu(0)"  # device=None falls back to the CPU
+        with pytest.raises(BackendUnavailableError, match="no GPU"):
+            get_backend("mxnet", device="gpu")
+
+
+def test_importing_the_package_does_not_import_mxnet():
+    code = (
+        "import sys, rnn_backends\n"
+        "from rnn_backends.backends import registry\n"
+        "assert registry.is_installed('mxnet')\n"
+        "assert 'mxnet' not in sys.modules, 'mxnet imported eagerly'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
