@@ -36,6 +36,34 @@ def _pytest(session: nox.Session, backend: str) -> None:
     session.run("pytest", "--backend", backend, *session.posargs, env=_env())
 
 
+# What each framework's environment needs, for the tests and for the compare job.
+FRAMEWORK_INSTALLS = {
+    "torch": [TORCH, ".[torch]"],
+    "mxnet": [".[mxnet]"],
+    "jax": [".[jax]"],
+    "tensorflow": [".[tensorflow]"],
+}
+
+
+def _framework_python(session: nox.Session, framework: str) -> str:
+    """A virtual environment of its own for ``framework`` (made once, then updated)."""
+    env = ROOT / ".nox" / f"compare-{framework}"
+    python = env / "bin" / "python"
+    if not python.exists():
+        session.run("python", "-m", "venv", str(env))
+    session.run(str(python), "-m", "pip", "install", "--quiet",
+                *FRAMEWORK_INSTALLS[framework], external=True)
+    return str(python)
+
+
+@nox.session(python=PYTHON)
+def compare(session: nox.Session) -> None:
+    """The main job: every framework in its own environment, one report (./report)."""
+    session.install(".[plots]")
+    pythons = [f"--python={fw}={_framework_python(session, fw)}" for fw in FRAMEWORK_INSTALLS]
+    session.run("rnn-backends", "compare", *pythons, *session.posargs, env=_env())
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .backends.registry import BACKENDS, available_backends, get_backend
+from .backends.registry import BACKENDS, FRAMEWORKS, available_backends, canonical_name, get_backend
 from .config import BATCHINGS, CELLS, DTYPES, ModelConfig, TrainConfig
 from .errors import NonFiniteError, UserError
 
@@ -171,6 +171,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import default_spec, run_compare
+
+    pythons = {}
+    for item in args.python:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UserError(f"--python takes NAME=PATH, got {item!r}")
+        if not Path(path).is_file():
+            raise UserError(f"--python {name}: interpreter {path!r} does not exist")
+        pythons[canonical_name(name)] = path
+    frameworks = [f for chunk in args.frameworks for f in chunk.split(",") if f]
+    for f in frameworks:
+        canonical_name(f)
+    overrides = {"hidden_size": args.hidden_size, "batch_size": args.batch_size,
+                 "num_steps": args.num_steps, "lr": args.lr, "max_epochs": args.epochs,
+                 "grad_clip": args.grad_clip, "num_train": args.num_train,
+                 "num_val": args.num_val, "seed": args.seed, "batching": args.batching,
+                 "cell": args.cell, "num_layers": args.num_layers}
+    spec = default_spec(args.corpus, args.preset, overrides, args.variant, args.device,
+                        args.dtype, args.prefix, args.num_preds)
+    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons)
+    md = Path(args.out) / "report.md"
+    verdict = "PASS" if report["passed"] else "FAIL"
+    print(f"{verdict}: report written to {md}")
+    for failure in report["failures"]:
+        print(f"  {failure}")
+    return 0 if report["passed"] else 1
+
+
+def cmd_compare_worker(args: argparse.Namespace) -> int:
+    from .compare import run_worker
+
+    run_worker(canonical_name(args.backend), Path(args.out), args.phase)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="The textbook's char-level RNN LM in four frameworks.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -201,6 +238,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default=None, choices=["cpu", "gpu"])
     gen.add_argument("--dtype", default=None, choices=DTYPES, help="default: the checkpoint's")
     gen.set_defaults(func=cmd_generate)
+
+    cmp_ = sub.add_parser("compare", help="train every framework side by side; write a report")
+    cmp_.add_argument("--frameworks", action="append", default=[],
+                      help="comma-separated (default: torch,mxnet,jax,tensorflow)")
+    cmp_.add_argument("--python", action="append", default=[], metavar="NAME=PATH",
+                      help="run framework NAME's worker with this interpreter (its own venv)")
+    cmp_.add_argument("--out", default="report", help="report directory (default ./report)")
+    cmp_.add_argument("--corpus", default="default")
+    cmp_.add_argument("--preset", default="quick", help="quick (default) or textbook")
+    cmp_.add_argument("--dtype", default="float64", choices=DTYPES)
+    cmp_.add_argument("--variant", default=None)
+    cmp_.add_argument("--device", default=None, choices=["cpu", "gpu"])
+    cmp_.add_argument("--cell", default=None, choices=CELLS)
+    cmp_.add_argument("--num-layers", type=int, default=None)
+    for flag, kind in [("--hidden-size", int), ("--batch-size", int), ("--num-steps", int),
+                       ("--lr", float), ("--epochs", int), ("--grad-clip", float),
+                       ("--num-train", int), ("--num-val", int), ("--seed", int)]:
+        cmp_.add_argument(flag, type=kind, default=None, help="overrides the preset")
+    cmp_.add_argument("--batching", default=None, choices=BATCHINGS)
+    cmp_.add_argument("--prefix", default="the clock")
+    cmp_.add_argument("--num-preds", type=int, default=40)
+    cmp_.set_defaults(func=cmd_compare)
+
+    worker = sub.add_parser("compare-worker", help=argparse.SUPPRESS)
+    worker.add_argument("--backend", required=True)
+    worker.add_argument("--out", required=True)
+    worker.add_argument("--phase", choices=["train", "interchange"], required=True)
+    worker.set_defaults(func=cmd_compare_worker)
     return parser
 
 

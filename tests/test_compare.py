@@ -1,0 +1,79 @@
+"""The compare job: workers, files, the oracle comparison, checkpoint interchange, the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from rnn_backends import cells
+from rnn_backends.compare import default_spec, run_compare
+
+TINY = {"hidden_size": 16, "batch_size": 32, "num_steps": 8, "max_epochs": 2, "num_train": 512,
+        "num_val": 128}
+
+
+def _spec(dtype="float64", **extra):
+    return default_spec("default", "quick", {**TINY, **extra}, dtype=dtype, num_preds=15)
+
+
+def test_framework_agrees_with_oracle_in_report(framework_name, tmp_path):
+    report = run_compare(tmp_path, [framework_name], _spec(), log=lambda *_: None)
+    assert report["passed"], report["failures"]
+    rows = {r["backend"]: r for r in report["frameworks"]}
+    fw, oracle = rows[framework_name], rows["numpy"]
+    assert fw["status"] == "ok"
+    assert fw["loss_diff"] <= 1e-9 and fw["grad_diff"] <= 1e-10
+    assert fw["greedy_text"] == oracle["greedy_text"]
+    assert fw["sampled_text"] == oracle["sampled_text"]
+    # Interchange: each side loads the other's checkpoint and gets the oracle's numbers.
+    for source in ("numpy", framework_name):
+        assert fw["interchange"][source]["val_ppl"] == pytest.approx(
+            oracle["interchange"][source]["val_ppl"], rel=1e-9)
+        assert fw["interchange"][source]["greedy_text"] == oracle["interchange"][source][
+            "greedy_text"]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert len(saved["frameworks"][1]["step_loss"]) == 2 * 512 // 32
+    md = (tmp_path / "report.md").read_text()
+    assert "**PASS**" in md and framework_name in md
+    if "matplotlib" in sys.modules or _has_matplotlib():
+        assert (tmp_path / "perplexity.png").stat().st_size > 1000
+
+
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def test_a_framework_that_skips_clipping_fails_the_job(framework_name, tmp_path, monkeypatch):
+    """The textbook's JAX trainer never clipped; the job must catch that kind of bug."""
+    real = cells.clip_and_sgd
+    monkeypatch.setattr(cells, "clip_and_sgd",
+                        lambda ops, p, g, lr, max_norm: real(ops, p, g, lr, 0.0))
+    spec = _spec(grad_clip=0.05, lr=2.0)
+    report = run_compare(tmp_path, [framework_name], spec, log=lambda *_: None)
+    assert not report["passed"]
+    assert any("training loss differs from the oracle at step" in f for f in report["failures"])
+    assert "**FAIL**" in (tmp_path / "report.md").read_text()
+
+
+def test_missing_framework_is_reported_not_counted(tmp_path, monkeypatch):
+    from rnn_backends import compare
+
+    monkeypatch.setattr(compare, "is_installed", lambda name: name == "numpy")
+    report = run_compare(tmp_path, ["mxnet"], _spec(), log=lambda *_: None)
+    rows = {r["backend"]: r for r in report["frameworks"]}
+    assert rows["mxnet"]["status"].startswith("not installed")
+    md = (tmp_path / "report.md").read_text()
+    assert "Not run: mxnet (not installed" in md
+    assert not report["passed"]  # a framework that did not run is never counted as passed
+    assert "no framework could run" in md
+
+
+def test_compare_cli_rejects_bad_python(tmp_path):
+    from rnn_backends.cli import main
+
+    assert main(["compare", "--python", "torch=/no/python", "--out", str(tmp_path)]) == 2
+    assert main(["compare", "--frameworks", "caffe", "--out", str(tmp_path)]) == 2
