@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 from .base import Backend
 
 
@@ -67,9 +68,15 @@ def available_backends() -> list[str]:
 
 
 def get_backend(
-    name: str, dtype: str = "float64", device: str | None = None, variant: str | None = None
+    name: str,
+    dtype: str = "float64",
+    device: str | None = None,
+    variant: str | None = None,
+    **options: Any,
 ) -> Backend:
     """An instance of backend ``name`` (``numpy``, ``torch``, ``jax``, ``tensorflow``, ``mxnet``).
+
+    ``options`` go to the backend's constructor (e.g. ``unroll=8`` for JAX's ``lax.scan``).
 
     Raises:
         BackendUnavailableError: unknown name, or its framework is not installed (the message
@@ -90,4 +97,9 @@ def get_backend(
             f"backend {spec.name!r}: importing {spec.title} failed ({exc}); {hint}"
         ) from None
     backend_cls: type[Backend] = getattr(module, spec.cls)
-    return backend_cls(dtype=dtype, device=device, variant=variant)
+    try:
+        return backend_cls(dtype=dtype, device=device, variant=variant, **options)
+    except TypeError as exc:
+        if options and "unexpected keyword" in str(exc):
+            raise ConfigError(f"backend {spec.name!r} takes no option(s) {sorted(options)}") from None
+        raise
