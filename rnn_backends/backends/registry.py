@@ -101,5 +101,7 @@ def get_backend(
         return backend_cls(dtype=dtype, device=device, variant=variant, **options)
     except TypeError as exc:
         if options and "unexpected keyword" in str(exc):
-            raise ConfigError(f"backend {spec.name!r} takes no option(s) {sorted(options)}") from None
+            raise ConfigError(
+                f"backend {spec.name!r} takes no option(s) {sorted(options)}"
+            ) from None
         raise
