@@ -76,7 +76,12 @@ class CharBatches:
                 "for; lower them or use a longer corpus"
             )
         if self.config.batching == "sequential":
-            sequential_batches(self.train_ids, self.config.batch_size, self.config.num_steps)
+            # sequential_batches is a generator: its length check runs on the first next(). Check
+            # the largest random offset an epoch can draw, so that no later epoch can fail.
+            cfg = self.config
+            next(
+                sequential_batches(self.train_ids, cfg.batch_size, cfg.num_steps, cfg.num_steps - 1)
+            )
 
     @property
     def num_train(self) -> int:

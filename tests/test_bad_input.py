@@ -1,0 +1,430 @@
+"""Bad input, end to end: every case through the command line (exit status 2, one line, no
+traceback) and through the Python API (a specific exception), from one table.
+
+Each case names the needle its message must contain: what was wrong and the offending value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import importlib.util
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_backends import (
+    BackendUnavailableError,
+    CharBatches,
+    CheckpointError,
+    ConfigError,
+    CorpusError,
+    DownloadError,
+    ModelConfig,
+    TrainConfig,
+    UserError,
+    get_backend,
+    load_checkpoint,
+    load_corpus,
+    save_checkpoint,
+)
+from rnn_backends.cli import main
+from rnn_backends.data import corpus as corpus_mod
+from rnn_backends.generate import generate
+from rnn_backends.train import train
+
+SIZES = ["--batch-size", "8", "--num-steps", "8", "--num-train", "64", "--num-val", "16",
+         "--hidden-size", "8", "--epochs", "2", "--no-progress", "--num-preds", "0"]  # fmt: skip
+TINY = dict(batch_size=8, num_steps=8, num_train=64, num_val=16, max_epochs=2, dtype="float32")
+
+
+# --- what the cases share -----------------------------------------------------------------------
+
+
+class _Server(http.server.BaseHTTPRequestHandler):
+    body = b""
+    length: int | None = None
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.length or len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = http.server.HTTPServer(("127.0.0.1", 0), _Server)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/timemachine.txt"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished two-epoch run of the oracle on the embedded corpus (train writes its
+    checkpoint at the end)."""
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", "--backend", "numpy", "--out", str(out), *SIZES]) == 0
+    return out
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    run: Path  # a private copy of the finished run, free to damage
+    url: str
+    monkeypatch: pytest.MonkeyPatch
+
+    def file(self, content: bytes, name: str = "corpus.txt") -> str:
+        path = self.tmp / name
+        path.write_bytes(content)
+        return str(path)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run / "checkpoint"
+
+    def serve(self, body: bytes, length: int | None = None) -> None:
+        """Point the Time Machine download at the local server, with no local copy to find."""
+        _Server.body, _Server.length = body, length
+        self.monkeypatch.setenv(corpus_mod.URL_ENV, self.url)
+        self.monkeypatch.delenv(corpus_mod.DATA_ENV, raising=False)
+
+    def hide(self, module: str) -> None:
+        """Make ``module`` look not installed."""
+        real = importlib.util.find_spec
+        self.monkeypatch.setattr(
+            importlib.util, "find_spec", lambda n, *a: None if n == module else real(n, *a)
+        )
+
+
+def _configs(corpus, **train):
+    model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=8)
+    return model, TrainConfig(**{**TINY, **train})
+
+
+def _resume_with(ctx: Ctx, corpus_source: str = "default", hidden: int = 8, **train_fields):
+    corpus = load_corpus(corpus_source)
+    model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=hidden)
+    cfg = TrainConfig(**{**TINY, **train_fields})
+    backend = get_backend("numpy", dtype="float32")
+    return train(backend, corpus, model, cfg, out_dir=ctx.run, progress=False, resume=ctx.run)
+
+
+def _generate(ctx: Ctx, prefix: str = "the", num_preds: int = 5, temperature=None):
+    ckpt = load_checkpoint(ctx.ckpt)
+    return generate(get_backend("numpy"), ckpt.params, ckpt.vocab, prefix, num_preds, temperature)
+
+
+def _truncate_weights(ctx: Ctx) -> None:
+    weights = next(ctx.ckpt.glob("params-*.npz"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def _flip_a_weight_byte(ctx: Ctx) -> None:
+    weights = next(ctx.ckpt.glob("params-*.npz"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+def _garble_metadata(ctx: Ctx) -> None:
+    (ctx.ckpt / "checkpoint.json").write_text('{"format": 1, "model_con')
+
+
+def _save_plain_checkpoint(ctx: Ctx) -> None:
+    """A checkpoint written by save_checkpoint directly: weights, but no training position."""
+    ckpt = load_checkpoint(ctx.ckpt)
+    ckpt.extra = {}
+    save_checkpoint(ctx.ckpt, ckpt)
+
+
+def _same_letters_other_text(ctx: Ctx) -> str:
+    # The embedded corpus with its first two words swapped: same vocabulary, different text.
+    text = load_corpus("default").text
+    words = text.split(" ")
+    words[0], words[1] = words[1], words[0]
+    return ctx.file(" ".join(words).encode(), "shuffled.txt")
+
+
+def _train_api(ctx: Ctx, source: str = "default", out: Path | None = None, **kwargs):
+    corpus = load_corpus(source)
+    model, cfg = _configs(corpus)
+    backend = get_backend("numpy", dtype="float32")
+    return train(backend, corpus, model, cfg, out_dir=out, progress=False, **kwargs)
+
+
+@dataclass
+class Case:
+    id: str
+    cli: Callable[[Ctx], list[str]]
+    api: Callable[[Ctx], object]
+    error: type[Exception]
+    needle: str  # in the CLI's line and in the exception's message
+    cli_needle: str | None = None  # when argparse words the CLI's message differently
+    setup: Callable[[Ctx], object] | None = None
+
+
+def _train(*args: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["train", "--backend", "numpy", *SIZES, *args]
+
+
+def _train_corpus(content: bytes, *args: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["train", "--backend", "numpy", "--corpus", ctx.file(content), *SIZES,
+                        *args]  # fmt: skip
+
+
+def _generate_cli(*args: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["generate", "--checkpoint", str(ctx.ckpt), "--prefix", "the", *args]
+
+
+def _resume_cli(*args: str) -> Callable[[Ctx], list[str]]:
+    return lambda ctx: ["train", "--resume", str(ctx.run), "--no-progress", "--num-preds", "0",
+                        *args]  # fmt: skip
+
+
+CASES = [
+    # --- the corpus
+    Case("empty-corpus", _train_corpus(b""), lambda c: load_corpus(c.file(b"")),
+         CorpusError, "is empty"),
+    Case("corpus-without-letters", _train_corpus(b"1898 -- 42!\n"),
+         lambda c: load_corpus(c.file(b"1898 -- 42!\n")), CorpusError, "has no letters"),
+    Case("binary-corpus", _train_corpus(b"\x89PNG\r\n\x1a\n\x00\x00abc"),
+         lambda c: load_corpus(c.file(b"\x89PNG\r\n\x1a\n\x00\x00abc")), CorpusError,
+         "looks binary"),
+    Case("non-utf8-corpus", _train_corpus("caf\u00e9 cr\u00e8me".encode("latin-1")),
+         lambda c: load_corpus(c.file("caf\u00e9 cr\u00e8me".encode("latin-1"))), CorpusError,
+         r"not UTF-8 \(bad byte at offset 3\)"),
+    Case("corpus-is-a-directory", lambda c: ["train", "--corpus", str(c.tmp), *SIZES],
+         lambda c: load_corpus(str(c.tmp)), CorpusError, "is a directory"),
+    Case("missing-corpus", lambda c: ["train", "--corpus", str(c.tmp / "nope.txt"), *SIZES],
+         lambda c: load_corpus(str(c.tmp / "nope.txt")), CorpusError, "nope.txt' does not exist"),
+    Case("corpus-shorter-than-num-steps", _train_corpus(b"Tiny!"),
+         lambda c: CharBatches(load_corpus(c.file(b"Tiny!")).ids, TrainConfig(num_steps=8)),
+         CorpusError, "has 5 tokens but num_steps=8 needs at least 9"),
+    Case("more-train-windows-than-exist", _train("--num-train", "1000000"),
+         lambda c: CharBatches(load_corpus().ids, TrainConfig(num_train=1_000_000)),
+         CorpusError, "num_train=1000000"),
+    Case("more-val-windows-than-exist", _train("--num-val", "9999999"),
+         lambda c: CharBatches(load_corpus().ids, TrainConfig(num_val=9_999_999)),
+         CorpusError, "num_val=9999999"),
+    Case("sequential-rows-longer-than-corpus",
+         _train("--batching", "sequential", "--batch-size", "64"),
+         lambda c: CharBatches(load_corpus().ids, TrainConfig(**{**TINY, "batch_size": 64},
+                                                              batching="sequential")),
+         CorpusError, "too few for sequential batches of batch_size=64"),
+    # --- sizes and numbers
+    Case("zero-batch-size", _train("--batch-size", "0"), lambda c: TrainConfig(batch_size=0),
+         ConfigError, "batch_size must be a positive integer, got 0"),
+    Case("negative-num-steps", _train("--num-steps", "-3"), lambda c: TrainConfig(num_steps=-3),
+         ConfigError, "num_steps must be a positive integer, got -3"),
+    Case("zero-hidden-size", _train("--hidden-size", "0"),
+         lambda c: ModelConfig(vocab_size=28, hidden_size=0), ConfigError,
+         "hidden_size must be a positive integer, got 0"),
+    Case("zero-epochs", _train("--epochs", "0"), lambda c: TrainConfig(max_epochs=0),
+         ConfigError, "max_epochs must be a positive integer, got 0"),
+    Case("zero-num-train", _train("--num-train", "0"), lambda c: TrainConfig(num_train=0),
+         ConfigError, "num_train must be a positive integer, got 0"),
+    Case("negative-num-val", _train("--num-val", "-1"), lambda c: TrainConfig(num_val=-1),
+         ConfigError, "num_val must be an integer >= 0, got -1"),
+    Case("negative-lr", _train("--lr", "-0.5"), lambda c: TrainConfig(lr=-0.5), ConfigError,
+         r"lr must be a finite number > 0, got -0.5"),
+    Case("zero-lr", _train("--lr", "0"), lambda c: TrainConfig(lr=0.0), ConfigError,
+         r"lr must be a finite number > 0, got 0.0"),
+    Case("nan-lr", _train("--lr", "nan"), lambda c: TrainConfig(lr=float("nan")), ConfigError,
+         r"lr must be a finite number > 0, got nan"),
+    Case("infinite-lr", _train("--lr", "inf"), lambda c: TrainConfig(lr=float("inf")),
+         ConfigError, r"lr must be a finite number > 0, got inf"),
+    Case("negative-grad-clip", _train("--grad-clip", "-1"), lambda c: TrainConfig(grad_clip=-1.0),
+         ConfigError, r"grad_clip must be a finite number >= 0, got -1.0"),
+    Case("negative-seed", _train("--seed", "-7"), lambda c: TrainConfig(seed=-7), ConfigError,
+         "seed must be an integer >= 0, got -7"),
+    Case("zero-checkpoint-interval", _train("--checkpoint-every", "-2"),
+         lambda c: _train_api(c, out=c.tmp / "o", checkpoint_every=0), UserError,
+         "checkpoint(_every| every) must be", cli_needle=r"--checkpoint-every must be >= 0 steps"),
+    # --- backends, cells, variants, dtypes
+    Case("unknown-backend", lambda c: ["train", "--backend", "caffe", *SIZES],
+         lambda c: get_backend("caffe"), BackendUnavailableError,
+         "unknown backend 'caffe'; choose one of numpy, torch"),
+    Case("framework-not-installed", lambda c: ["train", "--backend", "torch", *SIZES],
+         lambda c: get_backend("torch"), BackendUnavailableError,
+         r"needs PyTorch, which is not installed here; pip install 'rnn-backends\[torch\]'",
+         setup=lambda c: c.hide("torch")),
+    Case("unknown-cell", _train("--cell", "transformer"),
+         lambda c: ModelConfig(vocab_size=28, cell="transformer"), ConfigError,
+         "cell must be one of .*got 'transformer'", cli_needle="invalid choice: 'transformer'"),
+    Case("unknown-variant", _train("--variant", "turbo"),
+         lambda c: get_backend("numpy", variant="turbo"), ConfigError,
+         "has no variant 'turbo'; choose one of reference"),
+    Case("unsupported-dtype", _train("--dtype", "float16"),
+         lambda c: get_backend("numpy", dtype="float16"), ConfigError,
+         "dtype must be one of float32, float64; got 'float16'",
+         cli_needle="invalid choice: 'float16'"),
+    Case("gpu-for-the-cpu-oracle", _train("--device", "gpu"),
+         lambda c: get_backend("numpy", device="gpu"), ConfigError, "CPU only"),
+    # --- checkpoints and resuming
+    Case("missing-checkpoint",
+         lambda c: ["generate", "--checkpoint", str(c.tmp / "none"), "--prefix", "a"],
+         lambda c: load_checkpoint(c.tmp / "none"), CheckpointError, "not a checkpoint directory"),
+    Case("truncated-checkpoint", _generate_cli(), lambda c: load_checkpoint(c.ckpt),
+         CheckpointError, "truncated or corrupted", setup=_truncate_weights),
+    Case("corrupted-weights", _generate_cli(), lambda c: load_checkpoint(c.ckpt),
+         CheckpointError, "checksum mismatch", setup=_flip_a_weight_byte),
+    Case("corrupted-metadata", _generate_cli(), lambda c: load_checkpoint(c.ckpt),
+         CheckpointError, r"is corrupted \(checkpoint.json", setup=_garble_metadata),
+    Case("resume-truncated-checkpoint", _resume_cli(), _resume_with, CheckpointError,
+         "truncated or corrupted", setup=_truncate_weights),
+    Case("resume-another-model", _resume_cli("--hidden-size", "16"),
+         lambda c: _resume_with(c, hidden=16), CheckpointError,
+         "another model or training setup .hidden_size: checkpoint 8, asked 16"),
+    Case("resume-another-training-setup", _resume_cli("--batch-size", "4"),
+         lambda c: _resume_with(c, batch_size=4), CheckpointError,
+         "batch_size: checkpoint 8, asked 4"),
+    Case("resume-another-vocabulary",
+         lambda c: [*_resume_cli()(c), "--corpus", c.file(b"abc cab bca " * 40)],
+         lambda c: _resume_with(c, c.file(b"abc cab bca " * 40)), CheckpointError,
+         r"vocabulary of \d+ tokens that differs from the corpus .*\(5 tokens\)"),
+    Case("resume-changed-corpus",
+         lambda c: [*_resume_cli()(c), "--corpus", _same_letters_other_text(c)],
+         lambda c: _resume_with(c, _same_letters_other_text(c)), CheckpointError,
+         "changed since checkpoint"),
+    Case("resume-fewer-epochs-than-done", _resume_cli("--epochs", "1"),
+         lambda c: _resume_with(c, max_epochs=1), CheckpointError,
+         "trained 2 full epochs and 0 batches, more than max_epochs=1; ask for at least 2"),
+    Case("resume-without-a-checkpoint",
+         lambda c: ["train", "--resume", str(c.tmp), *SIZES],
+         lambda c: _train_api(c, resume=c.tmp), CheckpointError, "holds no checkpoint"),
+    Case("resume-checkpoint-without-position", _resume_cli(), _resume_with, CheckpointError,
+         "records no training position", setup=_save_plain_checkpoint),
+    Case("output-holds-another-run",
+         lambda c: ["train", "--backend", "numpy", "--out", str(c.run), *SIZES],
+         lambda c: _train_api(c, out=c.run), UserError,
+         "already holds a checkpoint .step 16, numpy.; pass --resume"),
+    Case("unwritable-output-directory",
+         lambda c: ["train", "--backend", "numpy", "--out", c.file(b"x", "f") + "/sub", *SIZES],
+         lambda c: _train_api(c, out=Path(c.file(b"x", "f")) / "sub"), UserError,
+         "cannot create output directory"),
+    # --- generation
+    Case("negative-num-preds", _generate_cli("--num-preds", "-4"),
+         lambda c: _generate(c, num_preds=-4), UserError,
+         "num_preds must be an integer >= 0, got -4"),
+    Case("zero-temperature", _generate_cli("--temperature", "0"),
+         lambda c: _generate(c, temperature=0.0), UserError,
+         "temperature must be a finite number > 0 .omit it for greedy., got 0.0"),
+    Case("negative-temperature", _generate_cli("--temperature", "-1"),
+         lambda c: _generate(c, temperature=-1.0), UserError,
+         "temperature must be a finite number > 0 .omit it for greedy., got -1.0"),
+    Case("prefix-without-letters",
+         lambda c: ["generate", "--checkpoint", str(c.ckpt), "--prefix", "1984"],
+         lambda c: _generate(c, prefix="1984"), UserError, "prefix '1984' has no letters"),
+    # --- the Time Machine download
+    Case("download-with-wrong-checksum", _train("--corpus", "timemachine"),
+         lambda c: load_corpus("timemachine"), DownloadError,
+         "checksum mismatch .*SHA-1 " + hashlib.sha1(b"not the book").hexdigest(),
+         setup=lambda c: c.serve(b"not the book")),
+    Case("interrupted-download", _train("--corpus", "timemachine"),
+         lambda c: load_corpus("timemachine"), DownloadError,
+         "was interrupted: got 14 of 100000 bytes",
+         setup=lambda c: c.serve(b"part of a book", length=100_000)),
+    Case("tampered-local-copy", _train("--corpus", "timemachine"),
+         lambda c: load_corpus("timemachine"), DownloadError, "has SHA-1 .* expected",
+         setup=lambda c: (
+             (c.tmp / "timemachine.txt").write_text("tampered"),
+             c.monkeypatch.setenv(corpus_mod.DATA_ENV, str(c.tmp)),
+         )),
+]  # fmt: skip
+
+
+@pytest.fixture
+def ctx(tmp_path, finished_run, server, monkeypatch) -> Ctx:
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a default output directory (runs/...) lands here, if any
+    return Ctx(work, run, server, monkeypatch)
+
+
+def test_the_table_is_big_and_distinct():
+    assert len({case.id for case in CASES}) == len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_cli_says_what_is_wrong_in_one_line(case: Case, ctx: Ctx, capsys):
+    if case.setup:
+        case.setup(ctx)
+    try:
+        code = main(case.cli(ctx))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert re.match(r"rnn-backends( train| generate)?: error: ", lines[0]), lines[0]
+    assert "Traceback" not in err
+    assert re.search(case.cli_needle or case.needle, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_api_raises_a_specific_exception(case: Case, ctx: Ctx):
+    if case.setup:
+        case.setup(ctx)
+    with pytest.raises(case.error, match=case.needle):
+        case.api(ctx)
+
+
+def test_a_refused_run_leaves_the_other_run_untouched(ctx: Ctx, capsys):
+    before = {p.name: p.read_bytes() for p in ctx.ckpt.iterdir()}
+    history = (ctx.run / "history.json").read_bytes()
+    assert main(["train", "--backend", "numpy", "--out", str(ctx.run), *SIZES, "--seed", "9"]) == 2
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in ctx.ckpt.iterdir()} == before
+    assert (ctx.run / "history.json").read_bytes() == history
+    # --overwrite replaces it: a new run with the new seed.
+    argv = ["train", "--backend", "numpy", "--out", str(ctx.run), *SIZES, "--seed", "9"]
+    assert main([*argv, "--overwrite"]) == 0
+    assert load_checkpoint(ctx.ckpt).train_config.seed == 9
+
+
+def test_prefix_outside_the_vocabulary_warns_and_reads_unk(ctx: Ctx, capsys):
+    """Not an error: unknown prefix characters are read as <unk>, with a warning."""
+    out = ctx.tmp / "abc"
+    path = ctx.file(b"abc cab bca " * 40, "abc.txt")
+    assert main(["train", "--backend", "numpy", "--corpus", path, "--out", str(out), *SIZES]) == 0
+    capsys.readouterr()
+    ckpt = load_checkpoint(out / "checkpoint")
+    oracle = get_backend("numpy")
+    with pytest.warns(UserWarning, match="'z' are not in the vocabulary; they are read as <unk>"):
+        text = generate(oracle, ckpt.params, ckpt.vocab, "abz", 1)
+    assert text[:3] == "abz"
+    # What the model read is a, b, <unk>: its greedy next character is the oracle's for those ids.
+    ids = np.array([[ckpt.vocab.token_to_idx["a"], ckpt.vocab.token_to_idx["b"], ckpt.vocab.unk]])
+    logits, _ = oracle.forward(ckpt.params, ids)
+    assert text[3] == ckpt.vocab.idx_to_token[int(np.argmax(logits[0, -1]))]
+    code = main(["generate", "--checkpoint", str(out / "checkpoint"), "--prefix", "abz",
+                 "--num-preds", "1"])  # fmt: skip
+    stdout, err = capsys.readouterr()
+    assert code == 0 and stdout.strip() == text
+    assert err.startswith("rnn-backends: warning: ") and "'z'" in err and "<unk>" in err
+
+
+def test_download_failures_keep_nothing(ctx: Ctx, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    for body, length in [(b"not the book", None), (b"part of a book", 100_000)]:
+        ctx.serve(body, length)
+        with pytest.raises(DownloadError):
+            load_corpus("timemachine")
+        assert not any(p.is_file() for p in cache.rglob("*"))
