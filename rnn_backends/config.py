@@ -13,7 +13,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-CELLS = ("rnn",)
+CELLS = ("rnn", "gru", "lstm")
+CELL_GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}
+"""Per cell, the book's gate letters: parameters ``W_x<g>``, ``W_h<g>``, ``b_<g>`` for each."""
+CELL_STATES = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
+"""Per cell, the tensors of its recurrent state, in the order of the public state tuple."""
 DTYPES = ("float32", "float64")
 BATCHINGS = ("windows", "sequential")
 
@@ -42,9 +46,15 @@ class ModelConfig:
     Arguments:
         vocab_size: number of tokens V (inputs are one-hot of width V, outputs are V logits).
         hidden_size: hidden units H.
-        cell: recurrent cell; ``"rnn"`` is the tanh RNN of the textbook.
-        num_layers: stacked recurrent layers.
+        cell: recurrent cell: ``"rnn"`` (the textbook's tanh RNN), ``"gru"`` or ``"lstm"``.
+        num_layers: stacked recurrent layers; layer k > 0 reads the outputs of layer k - 1.
         init_sigma: standard deviation of the normal weight init (biases start at zero).
+        bidirectional: every layer also runs backwards in time; its outputs are the forward and
+            backward states side by side (2H). Such a model sees the future, so it cannot be
+            trained as a next-token language model (see :meth:`check_trainable`).
+        gru_reset_after: GRU only. ``True`` applies the reset gate after the recurrent matmul,
+            ``r * (h W_hh)``, as cuDNN, PyTorch, MXNet, Flax and Keras (``reset_after=True``)
+            do; ``False`` applies it before, ``(r * h) W_hh``, as the book's scratch GRU does.
     """
 
     vocab_size: int
@@ -52,17 +62,54 @@ class ModelConfig:
     cell: str = "rnn"
     num_layers: int = 1
     init_sigma: float = 0.01
+    bidirectional: bool = False
+    gru_reset_after: bool = True
 
     def __post_init__(self) -> None:
         _positive_int("ModelConfig", "vocab_size", self.vocab_size)
         _positive_int("ModelConfig", "hidden_size", self.hidden_size)
         _positive_int("ModelConfig", "num_layers", self.num_layers)
         _choice("ModelConfig", "cell", self.cell, CELLS)
-        if self.num_layers != 1:
-            raise ConfigError(
-                f"ModelConfig.num_layers={self.num_layers} is not supported yet; use num_layers=1"
-            )
         _finite_positive("ModelConfig", "init_sigma", self.init_sigma)
+        for name in ("bidirectional", "gru_reset_after"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"ModelConfig.{name} must be True or False, got {getattr(self, name)!r}"
+                )
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def check_trainable(self, backend: Any = None) -> None:
+        """Raise :class:`ConfigError` unless this model can be trained as a language model
+        (by ``backend``, when given).
+
+        A bidirectional layer reads the whole sequence, later characters included, so its output
+        at step t already knows the character it is asked to predict: training it on
+        next-character prediction would learn to copy, not to model language. A GRU's reset
+        convention is a property of the backend (the weights cannot show it), so a backend made
+        for the other convention is refused too.
+        """
+        backend_after = getattr(backend, "gru_reset_after", self.gru_reset_after)
+        if self.cell == "gru" and backend_after != self.gru_reset_after:
+            raise ConfigError(
+                f"the model's GRU applies the reset gate {self._reset_word(self.gru_reset_after)} "
+                f"the recurrent matmul but the backend computes it "
+                f"{self._reset_word(backend_after)}; make the backend with "
+                f"get_backend(..., gru_reset_after={self.gru_reset_after})"
+            )
+        if self.bidirectional:
+            raise ConfigError(
+                "a bidirectional model cannot be trained as a next-character language model: "
+                "its backward direction reads the characters it is asked to predict. Use "
+                "bidirectional=False to train; forward passes and gradients of bidirectional "
+                "models are available through the backends"
+            )
+
+    @staticmethod
+    def _reset_word(after: bool) -> str:
+        return "after" if after else "before"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,13 @@ An adapter supplies only what differs between frameworks, in these sections and 
 Everything public speaks NumPy: ``forward``, ``loss``, ``loss_and_grads`` and ``concat_trick``
 take and return NumPy arrays. ``train_step`` keeps parameters native between steps; convert with
 ``prepare`` and ``export``.
+
+The model (cell, layers, directions) is read off the parameter names (``params.infer_model``);
+the GRU's reset convention, which the weights cannot show, is fixed when the backend is made
+(``gru_reset_after``). Inside, the recurrent state travels as one native array, the *carry*:
+(B, H) when the model has a single state tensor (a one-layer one-direction rnn or gru, as the
+fused fast paths expect), else (S * L * D, B, H): the public state's S tensors of (L * D, B, H)
+one after the other.
 """
 
 from __future__ import annotations
@@ -25,11 +32,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import cells
+from ..config import CELL_STATES, ModelConfig
 from ..errors import ConfigError
+from ..params import infer_model
 
 Params = dict[str, np.ndarray]
 State = tuple[np.ndarray, ...]
-"""A recurrent state: a tuple of (num_layers, B, H) arrays; ``(h,)`` for the tanh RNN."""
+"""A recurrent state: a tuple of (num_layers * num_directions, B, H) arrays, layer-major as
+torch's ``h_n``: ``(h,)`` for the rnn and gru, ``(h, c)`` for the lstm."""
 
 DTYPES = ("float32", "float64")
 VARIANTS = ("textbook", "concat", "fast", "native")
@@ -53,6 +63,8 @@ class Backend(abc.ABC):
         device: ``"cpu"``, ``"gpu"`` or ``None`` (a GPU when one is present).
         variant: ``"textbook"``, ``"concat"``, ``"fast"`` or ``"native"`` (the framework's own
             fused layer), all computing the same numbers.
+        gru_reset_after: the GRU convention (``ModelConfig.gru_reset_after``): the reset gate
+            after the recurrent matmul (cuDNN's) or before it (the book's scratch GRU).
     """
 
     name: ClassVar[str]
@@ -61,8 +73,16 @@ class Backend(abc.ABC):
     default_variant: ClassVar[str] = "fast"
 
     def __init__(
-        self, dtype: str = "float64", device: str | None = None, variant: str | None = None
+        self,
+        dtype: str = "float64",
+        device: str | None = None,
+        variant: str | None = None,
+        gru_reset_after: bool = True,
     ):
+        if not isinstance(gru_reset_after, bool):
+            raise ConfigError(f"gru_reset_after must be True or False, got {gru_reset_after!r}")
+        self.gru_reset_after = gru_reset_after
+        self._models: dict[Any, ModelConfig] = {}
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         variant = variant or self.default_variant
@@ -128,15 +148,44 @@ class Backend(abc.ABC):
     # --- 5. native layer --------------------------------------------------------------------------
 
     def native_logits(self, params: dict[str, Any], X: Any, h0: Any) -> tuple[Any, Any]:
-        """Logits (B, T, V) and final state through the framework's fused RNN layer."""
+        """Logits (B, T, V) and final carry through the framework's fused recurrent layer."""
         raise NotImplementedError(f"backend {self.name!r} has no native layer path")
 
+    def _reset_before_unsupported(self, layer: str) -> ConfigError:
+        return ConfigError(
+            f"{layer} computes the GRU with the reset gate after the recurrent matmul only; the "
+            f"reset-before GRU (gru_reset_after=False, the book's scratch GRU) cannot be loaded "
+            f"into it exactly. Use variant 'fast', 'concat' or 'textbook' of backend "
+            f"{self.name!r}, or gru_reset_after=True"
+        )
+
+    def _carry_parts(self, model: ModelConfig, carry: Any) -> list[Any]:
+        """The carry as one (B, H) array per state tensor, layer and direction."""
+        n = len(CELL_STATES[model.cell]) * model.num_layers * model.num_directions
+        return [carry] if n == 1 else [carry[k] for k in range(n)]
+
+    def _join_carry(self, parts: list[Any]) -> Any:
+        return parts[0] if len(parts) == 1 else self.ops.stack(parts)
+
     # --- the model, shared by every framework -----------------------------------------------------
+
+    def model(self, params: dict[str, Any]) -> ModelConfig:
+        """The model ``params`` describe (cell, layers, directions) with this GRU convention."""
+        key = tuple((k, tuple(v.shape)) for k, v in params.items())
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = infer_model(params, self.gru_reset_after)
+        return model
 
     def logits(self, params: dict[str, Any], X: Any, h0: Any) -> tuple[Any, Any]:
         if self.variant == "native":
             return self.native_logits(params, X, h0)
-        return cells.rnn_logits(self.ops, self.scan, params, X, h0, self.variant)
+        model = self.model(params)
+        logits, final = cells.model_logits(
+            self.ops, self.scan, params, X, tuple(self._carry_parts(model, h0)), model,
+            self.variant,
+        )
+        return logits, self._join_carry(list(final))
 
     def _loss_fn(self, X: Any, Y: Any, h0: Any) -> Callable[[dict[str, Any]], tuple[Any, Any]]:
         def fn(params: dict[str, Any]) -> tuple[Any, Any]:
@@ -146,17 +195,48 @@ class Backend(abc.ABC):
         return fn
 
     def _zeros_state(self, params: dict[str, Any], batch: int) -> Any:
-        H = params["W_hh"].shape[0]
-        return self.asarray(np.zeros((batch, H), dtype=self.dtype))
+        """A zero carry: (B, H), or (S * L * D, B, H) for models with several state tensors."""
+        if set(params) == {"W_hh"}:  # just enough to say H (a framework-specific test asks so)
+            return self.asarray(np.zeros((batch, params["W_hh"].shape[0]), dtype=self.dtype))
+        model = self.model(params)
+        n = len(CELL_STATES[model.cell]) * model.num_layers * model.num_directions
+        shape = (batch, model.hidden_size) if n == 1 else (n, batch, model.hidden_size)
+        return self.asarray(np.zeros(shape, dtype=self.dtype))
 
     def _h0(self, params: dict[str, Any], state: Any, batch: int) -> Any:
-        """The first layer's state as a native (B, H) array from a public or native state."""
+        """The native carry from a public state (a tuple of NumPy (L * D, B, H) arrays) or from
+        a native one (what ``train_step`` and ``loss`` return: a 1-tuple of the carry)."""
         if state is None:
             return self._zeros_state(params, batch)
-        h = state[0]
-        if isinstance(h, np.ndarray):
-            return self.asarray(h[0])
-        return h
+        if not isinstance(state[0], np.ndarray):
+            return state[0]
+        model = self.model(params)
+        names = CELL_STATES[model.cell]
+        if len(state) != len(names):
+            raise ConfigError(
+                f"a {model.cell} state is a tuple of {len(names)} arrays ({', '.join(names)}), "
+                f"got {len(state)}"
+            )
+        LD, H = model.num_layers * model.num_directions, model.hidden_size
+        parts = [np.asarray(s, dtype=self.dtype) for s in state]
+        if LD == 1 and all(p.shape == (batch, H) for p in parts):
+            parts = [p[None] for p in parts]  # a bare (B, H) state saved by an earlier version
+        for name, p in zip(names, parts, strict=True):
+            if p.shape != (LD, batch, H):
+                raise ConfigError(
+                    f"state {name} has shape {p.shape}; this model needs {(LD, batch, H)} "
+                    "(layers * directions, batch, hidden)"
+                )
+        carry = np.concatenate(parts, axis=0)
+        return self.asarray(carry[0] if len(carry) == 1 else carry)
+
+    def _public_state(self, params: dict[str, Any], carry: Any) -> State:
+        """The native carry as the public tuple of (L * D, B, H) NumPy arrays."""
+        model = self.model(params)
+        c = self.to_numpy(carry)
+        n = len(CELL_STATES[model.cell])
+        c = c.reshape(n, model.num_layers * model.num_directions, *c.shape[-2:])
+        return tuple(c[j] for j in range(n))
 
     # --- 6. training step -------------------------------------------------------------------------
 
@@ -195,11 +275,12 @@ class Backend(abc.ABC):
     def forward(
         self, params: Params, X: np.ndarray, state: State | None = None
     ) -> tuple[np.ndarray, State]:
-        """Logits (B, T, V) for int ids ``X`` (B, T), and the final state ``(h (1, B, H),)``."""
+        """Logits (B, T, V) for int ids ``X`` (B, T), and the final state: ``(h,)`` (``(h, c)``
+        for the lstm), each (num_layers * num_directions, B, H)."""
         native = self._native(params)
         with self._inference():
             logits, h_last = self.logits(native, self._ids(X), self._h0(native, state, X.shape[0]))
-        return self.to_numpy(logits), (self.to_numpy(h_last)[None],)
+        return self.to_numpy(logits), self._public_state(native, h_last)
 
     def loss(
         self, params: Any, X: np.ndarray, Y: np.ndarray, state: Any = None

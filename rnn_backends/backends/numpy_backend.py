@@ -39,32 +39,34 @@ class NumpyBackend(Backend):
     def value_and_grad(self, fn, params):  # type: ignore[override]
         raise NotImplementedError("the oracle's gradients are hand-written; use loss_and_grads")
 
-    # --- the public API, straight onto the oracle
-    def _h0_np(self, state: Any, batch: int) -> np.ndarray | None:
+    # --- the public API, straight onto the oracle. Its native state is the public one: a tuple of
+    # (layers * directions, B, H) arrays (a bare (B, H) array, as earlier versions saved, is read
+    # as one layer's).
+    def _state(self, state: Any) -> tuple[np.ndarray, ...] | None:
         if state is None:
             return None
-        h = np.asarray(state[0])
-        return (h[0] if h.ndim == 3 else h).astype(self.dtype)
+        return tuple(np.asarray(s, dtype=self.dtype) for s in state)
+
+    def _run(self, fn, params, *args, **kwargs):
+        return fn(self.prepare(params), *args, gru_reset_after=self.gru_reset_after, **kwargs)
 
     def forward(self, params: Params, X: np.ndarray, state: State | None = None):
-        logits, h_last, _ = reference.forward(self.prepare(params), X, self._h0_np(state, len(X)))
-        return logits, (h_last[None],)
+        logits, final, _ = self._run(reference.model_forward, params, X, self._state(state))
+        return logits, final
 
     def loss(self, params, X, Y, state=None):
-        logits, h_last, _ = reference.forward(self.prepare(params), X, self._h0_np(state, len(X)))
-        return reference.cross_entropy(logits, Y), (h_last,)
+        logits, final, _ = self._run(reference.model_forward, params, X, self._state(state))
+        return reference.cross_entropy(logits, Y), final
 
     def loss_and_grads(self, params, X, Y, state=None):
-        loss, grads, _ = reference.loss_and_grads(
-            self.prepare(params), X, Y, self._h0_np(state, len(X))
-        )
+        loss, grads, _ = self._run(reference.model_loss_and_grads, params, X, Y, self._state(state))
         return loss, grads
 
     def train_step(self, params, X, Y, state=None, *, lr, grad_clip) -> StepResult:
-        new, loss, norm, h_last = reference.train_step(
-            self.prepare(params), X, Y, self._h0_np(state, len(X)), lr, grad_clip
+        new, loss, norm, final = self._run(
+            reference.model_train_step, params, X, Y, self._state(state), lr, grad_clip
         )
-        return StepResult(params=new, loss=loss, grad_norm=norm, state=(h_last,))
+        return StepResult(params=new, loss=loss, grad_norm=norm, state=final)
 
     def concat_trick(self, X, W_xh, H, W_hh):
         return reference.concat_trick(
