@@ -1,0 +1,74 @@
+"""PyTorch's fused training step: :mod:`rnn_backends.fastpath` run eagerly with no autograd tape.
+
+At H=32 a step costs what its ops cost to launch, and autograd roughly triples the op count (the
+tape, then one adjoint per op). Here the backward pass is written by hand, so a time step is two
+ops forward (in-place ``addmm_`` and ``tanh_``) and two backward (in-place ``mul_`` and
+``addmm_``), with no allocation or copy in either loop.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..fastpath import FusedOps
+from .torch_backend import TorchOps
+
+
+class TorchFusedOps(TorchOps, FusedOps):
+    addmm = staticmethod(torch.addmm)
+    exp = staticmethod(torch.exp)
+    stack = staticmethod(torch.stack)
+
+    def transpose(self, w):
+        return w.t()
+
+    def sum_rows(self, x):
+        return x.sum(0)
+
+    def mm_tn(self, a, b):
+        return a.t() @ b
+
+    def scatter_rows(self, ids, rows, n):
+        return torch.zeros((n, rows.shape[1]), dtype=rows.dtype, device=rows.device).index_add_(
+            0, ids, rows
+        )
+
+    def take_rows(self, w, ids):
+        return w.index_select(0, ids)  # several times faster than w[ids] on the CPU
+
+    def tanh_grad(self, hs):
+        return torch.mul(hs, hs).neg_().add_(1.0)
+
+    def output_head(self, hf, W_hq, b_q, Yf):
+        # Vocabulary-major logits (V, N): with V=28 the softmax's reductions over the vocabulary
+        # then run down columns of long contiguous rows (vectorised), not along rows of 28.
+        N = hf.shape[0]
+        z = torch.addmm(b_q[:, None], W_hq.t(), hf.t())  # (V, N)
+        z.sub_(z.amax(0))  # shifted by each token's max: exp cannot overflow
+        target = z.gather(0, Yf[None])[0]  # the shifted logit of every token's target
+        p = z.exp_()
+        total = p.sum(0)
+        loss = (total.log() - target).mean()
+        p.mul_(total.reciprocal_().mul_(1.0 / N))  # softmax / N
+        p.scatter_add_(0, Yf[None], torch.full((1, N), -1.0 / N, dtype=p.dtype, device=p.device))
+        # p is now d loss / d logits, (V, N)
+        return loss, (p @ hf).t(), p.sum(1), torch.mm(p.t(), W_hq.t())
+
+    # The loops overwrite their inputs, which the fused step makes for them and never reads again:
+    # xw becomes the states, G the pre-activation gradients and dH the running adjoint, so the
+    # per-step ops allocate nothing and copy nothing.
+
+    def forward_loop(self, xw, h0, W_hh):
+        h = h0
+        for t in range(xw.shape[0]):
+            h = xw[t].addmm_(h, W_hh).tanh_()
+        return xw
+
+    def backward_loop(self, dH, G, W_hh):
+        W_hh_T = W_hh.t()
+        a = dH[-1]
+        for t in range(dH.shape[0] - 1, -1, -1):
+            dz = G[t].mul_(a)
+            if t:
+                a = dH[t - 1].addmm_(dz, W_hh_T)
+        return G
