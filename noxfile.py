@@ -65,6 +65,16 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Training-step benchmark: every framework in its own environment, one after another;
+    writes benchmarks/results (JSON, results.md, PNGs). A few minutes with the default preset;
+    `nox -s bench -- --preset sweep` adds the T, H and B sweeps."""
+    session.install(".[plots]")
+    pythons = [f"--python={fw}={_framework_python(session, fw)}" for fw in FRAMEWORK_INSTALLS]
+    session.run("rnn-backends", "bench", *pythons, *session.posargs, env=_env())
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", "rnn_backends", "tests", "benchmarks", "noxfile.py")

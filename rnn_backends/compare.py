@@ -19,7 +19,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,27 @@ TOLERANCES = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Small enough that the whole job takes a couple of minutes on a 2-core CPU.
-    "quick": dict(hidden_size=32, batch_size=256, num_steps=32, lr=1.0, max_epochs=4,
-                  grad_clip=1.0, num_train=10000, num_val=5000),
+    "quick": dict(
+        hidden_size=32,
+        batch_size=256,
+        num_steps=32,
+        lr=1.0,
+        max_epochs=4,
+        grad_clip=1.0,
+        num_train=10000,
+        num_val=5000,
+    ),
     # The textbook's own setup (use with --corpus timemachine).
-    "textbook": dict(hidden_size=32, batch_size=1024, num_steps=32, lr=1.0, max_epochs=100,
-                     grad_clip=1.0, num_train=10000, num_val=5000),
+    "textbook": dict(
+        hidden_size=32,
+        batch_size=1024,
+        num_steps=32,
+        lr=1.0,
+        max_epochs=100,
+        grad_clip=1.0,
+        num_train=10000,
+        num_val=5000,
+    ),
 }
 
 
@@ -95,8 +110,10 @@ def run_worker(name: str, out: Path, phase: str) -> None:
     spec = _read_spec(out)
     dtype = spec.train["dtype"]
     variant = spec.variant if name != ORACLE else None
-    backend = get_backend(name, dtype=dtype, device=spec.device if name != ORACLE else None,
-                          variant=variant)
+    backend = get_backend(
+        name, dtype=dtype, device=spec.device if name != ORACLE else None, variant=variant,
+        gru_reset_after=spec.model_config().gru_reset_after,
+    )
     corpus = load_corpus(spec.corpus)
     model_config, train_config = spec.model_config(), spec.train_config()
     folder = out / name
@@ -115,14 +132,23 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     np.savez(folder / "grads0.npz", **grads0)
 
     t0 = time.perf_counter()
-    result = train(backend, corpus, model_config, train_config, out_dir=folder, progress=None)
+    result = train(
+        backend, corpus, model_config, train_config, out_dir=folder, progress=None, overwrite=True
+    )  # the report is regenerated whole on every run
     wall = time.perf_counter() - t0
     seconds = result.history["step_seconds"]
     steady = seconds[1:] or seconds
     tokens = train_config.batch_size * train_config.num_steps
     greedy = generate(backend, result.native, corpus.vocab, spec.prefix, spec.num_preds)
-    sampled = generate(backend, result.native, corpus.vocab, spec.prefix, spec.num_preds,
-                       temperature=spec.temperature, seed=spec.sample_seed)
+    sampled = generate(
+        backend,
+        result.native,
+        corpus.vocab,
+        spec.prefix,
+        spec.num_preds,
+        temperature=spec.temperature,
+        seed=spec.sample_seed,
+    )
     record = {
         "backend": backend.name,
         "title": BACKENDS[backend.name].title,
@@ -168,8 +194,18 @@ def _run_worker_process(name: str, python: str | None, out: Path, phase: str) ->
             return True, ""
         except Exception as exc:  # a framework's failure is a finding for the report
             return False, f"{type(exc).__name__}: {exc}"
-    cmd = [python, "-m", "rnn_backends", "compare-worker", "--backend", name, "--out", str(out),
-           "--phase", phase]
+    cmd = [
+        python,
+        "-m",
+        "rnn_backends",
+        "compare-worker",
+        "--backend",
+        name,
+        "--out",
+        str(out),
+        "--phase",
+        phase,
+    ]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
     if proc.returncode != 0:
         return False, f"worker exited with status {proc.returncode} ({' '.join(cmd)})"
@@ -203,7 +239,9 @@ def run_compare(
                 continue
             python = pythons.get(name)
             if python is None and not is_installed(name):
-                status[name] = f"not installed here (pass --python {name}=PATH or use nox -s compare)"
+                status[name] = (
+                    f"not installed here (pass --python {name}=PATH or use nox -s compare)"
+                )
                 continue
             if phase == "train":
                 log(f"[{name}] training")
@@ -219,26 +257,50 @@ def run_compare(
 
 
 def default_spec(
-    corpus: str = "default", preset: str = "quick", overrides: dict[str, Any] | None = None,
-    variant: str | None = None, device: str | None = None, dtype: str = "float64",
-    prefix: str = "the clock", num_preds: int = 40,
+    corpus: str = "default",
+    preset: str = "quick",
+    overrides: dict[str, Any] | None = None,
+    variant: str | None = None,
+    device: str | None = None,
+    dtype: str = "float64",
+    prefix: str = "the clock",
+    num_preds: int = 40,
 ) -> Spec:
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = dict(PRESETS[preset])
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     vocab_size = len(load_corpus(corpus).vocab)
-    model = ModelConfig(vocab_size=vocab_size, hidden_size=values.pop("hidden_size"),
-                        cell=values.pop("cell", "rnn"), num_layers=values.pop("num_layers", 1))
+    model = ModelConfig(
+        vocab_size=vocab_size,
+        hidden_size=values.pop("hidden_size"),
+        cell=values.pop("cell", "rnn"),
+        num_layers=values.pop("num_layers", 1),
+    )
     train_config = TrainConfig(dtype=dtype, **values)
-    return Spec(corpus=corpus, model=model.to_dict(), train=train_config.to_dict(),
-                variant=variant, device=device, prefix=prefix, num_preds=num_preds,
-                temperature=0.8, sample_seed=0)
+    return Spec(
+        corpus=corpus,
+        model=model.to_dict(),
+        train=train_config.to_dict(),
+        variant=variant,
+        device=device,
+        prefix=prefix,
+        num_preds=num_preds,
+        temperature=0.8,
+        sample_seed=0,
+    )
 
 
 def perplexity_ok(a: float, b: float, tol: float) -> bool:
     return math.isfinite(a) and abs(a - b) <= tol * abs(b)
 
 
-__all__ = ["FRAMEWORKS", "PRESETS", "TOLERANCES", "Spec", "default_spec", "run_compare",
-           "run_worker"]
+__all__ = [
+    "FRAMEWORKS",
+    "PRESETS",
+    "TOLERANCES",
+    "Spec",
+    "default_spec",
+    "run_compare",
+    "run_worker",
+]

@@ -117,24 +117,36 @@ def _markdown(rows, failures, spec, tol, wall) -> str:
             lines.append(f"| {r['backend']} | {r['status']} | | | | | | | | | | |")
             continue
         last = r["epochs"][-1]
-        loss = "oracle" if r["backend"] == ORACLE else (
-            f"{_fmt(r.get('loss_diff'), '.1e')} (step {r.get('loss_diff_step', '-')})")
-        grad = "oracle" if r["backend"] == ORACLE else (
-            f"{_fmt(r.get('grad_diff'), '.1e')} ({r.get('grad_diff_param', '-')})")
+        loss = (
+            "oracle"
+            if r["backend"] == ORACLE
+            else (f"{_fmt(r.get('loss_diff'), '.1e')} (step {r.get('loss_diff_step', '-')})")
+        )
+        grad = (
+            "oracle"
+            if r["backend"] == ORACLE
+            else (f"{_fmt(r.get('grad_diff'), '.1e')} ({r.get('grad_diff_param', '-')})")
+        )
         text = r["greedy_text"].replace("|", "/")
         lines.append(
             f"| {r['title']} | {r['version']} | {r['variant']} | {r['device']} | "
-            f"{_fmt(last['train_ppl'], '.4f')} | {_fmt(last['val_ppl'], '.4f')} | {loss} | {grad} | "
+            f"{_fmt(last['train_ppl'], '.4f')} | {_fmt(last['val_ppl'], '.4f')} | "
+            f"{loss} | {grad} | "
             f"{r['median_step_ms']:.1f} ({r['iqr_step_ms']:.1f}) | {r['tokens_per_s']:,.0f} | "
             f"{r['first_step_s']:.2f} | `{text}` |"
         )
     inter_rows = [r for r in rows if r.get("interchange")]
     if inter_rows:
         sources = sorted({s for r in inter_rows for s in r["interchange"]})
-        lines += ["", "## Checkpoint interchange", "",
-                  "Validation perplexity when the row's framework loads the column's checkpoint.",
-                  "", "| loads -> | " + " | ".join(sources) + " |",
-                  "|---|" + "---|" * len(sources)]
+        lines += [
+            "",
+            "## Checkpoint interchange",
+            "",
+            "Validation perplexity when the row's framework loads the column's checkpoint.",
+            "",
+            "| loads -> | " + " | ".join(sources) + " |",
+            "|---|" + "---|" * len(sources),
+        ]
         for r in inter_rows:
             cells = [_fmt(r["interchange"].get(s, {}).get("val_ppl"), ".6f") for s in sources]
             lines.append(f"| {r['backend']} | " + " | ".join(cells) + " |")
@@ -148,8 +160,11 @@ def _markdown(rows, failures, spec, tol, wall) -> str:
             f"**PASS**: {', '.join(ok) or 'the oracle alone'} agree with the NumPy oracle within "
             "tolerance (losses, gradients, perplexities, checkpoints, greedy text)."
         )
-    skipped = [f"{r['backend']} ({r['status']})" for r in rows
-               if str(r.get("status", "")).startswith("not installed")]
+    skipped = [
+        f"{r['backend']} ({r['status']})"
+        for r in rows
+        if str(r.get("status", "")).startswith("not installed")
+    ]
     if skipped:
         lines.append(f"Not run: {'; '.join(skipped)}.")
     lines += ["", "![perplexity](perplexity.png)", "", "![time per step](step_time.png)", ""]
@@ -171,8 +186,14 @@ def _plots(out: Path, rows) -> list[str]:
         ep = [e["epoch"] for e in r["epochs"]]
         ls = styles[i % len(styles)]
         ax.plot(ep, [e["train_ppl"] for e in r["epochs"]], ls, label=f"{r['backend']} train")
-        ax.plot(ep, [e["val_ppl"] for e in r["epochs"]], ls, marker="o", ms=3,
-                label=f"{r['backend']} val")
+        ax.plot(
+            ep,
+            [e["val_ppl"] for e in r["epochs"]],
+            ls,
+            marker="o",
+            ms=3,
+            label=f"{r['backend']} val",
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_title("Perplexity per framework (curves overlap when they agree)")
@@ -182,8 +203,13 @@ def _plots(out: Path, rows) -> list[str]:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 3.6))
     names = [r["backend"] for r in done]
-    ax.bar(names, [r["median_step_ms"] for r in done],
-           yerr=[r["iqr_step_ms"] / 2 for r in done], color="#4a7ab5", capsize=4)
+    ax.bar(
+        names,
+        [r["median_step_ms"] for r in done],
+        yerr=[r["iqr_step_ms"] / 2 for r in done],
+        color="#4a7ab5",
+        capsize=4,
+    )
     ax.set_ylabel("ms per training step (median)")
     ax.set_title("Time per step (forward, loss, backward, clip, SGD)")
     fig.tight_layout()
@@ -200,8 +226,15 @@ def write_report(out: Path, names: list[str], status: dict[str, str], spec, wall
     if len(names) > 1 and not any(status.get(n) == "ok" for n in names if n != ORACLE):
         failures.append("no framework could run; install one or pass --python NAME=PATH")
     plots = _plots(out, rows)
-    report = {"spec": spec.__dict__, "tolerance": tol, "wall_s": wall, "frameworks": rows,
-              "failures": failures, "passed": not failures, "plots": plots}
+    report = {
+        "spec": spec.__dict__,
+        "tolerance": tol,
+        "wall_s": wall,
+        "frameworks": rows,
+        "failures": failures,
+        "passed": not failures,
+        "plots": plots,
+    }
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(_markdown(rows, failures, spec, tol, wall))
     return report

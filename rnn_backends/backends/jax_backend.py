@@ -1,6 +1,6 @@
 """JAX adapter: ``jax.value_and_grad`` over the shared cell math, ``lax.scan`` for the time loop,
-a ``jax.jit``-compiled training step, and Flax's ``SimpleCell`` inside ``nn.RNN`` as the native
-layer."""
+a ``jax.jit``-compiled training step, and Flax's ``SimpleCell``/``GRUCell``/``LSTMCell`` inside
+``nn.RNN`` (and ``nn.Bidirectional``) as the native layer."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import cells
 from ..errors import BackendUnavailableError
+from ..params import layer_prefix
 from .base import Backend
 
 
@@ -23,7 +24,12 @@ class JaxOps(cells.Ops):
 
     matmul = staticmethod(jnp.matmul)
     tanh = staticmethod(jnp.tanh)
+    sigmoid = staticmethod(jax.nn.sigmoid)
     sqrt = staticmethod(jnp.sqrt)
+    stack = staticmethod(jnp.stack)
+
+    def flip(self, x):
+        return jnp.flip(x, axis=0)
 
     def take_rows(self, w, ids):
         return jnp.take(w, ids, axis=0)
@@ -70,6 +76,7 @@ class JaxBackend(Backend):
         dtype: str = "float64",
         device: str | None = None,
         variant: str | None = None,
+        gru_reset_after: bool = True,
         *,
         unroll: int = 1,
     ) -> None:
@@ -77,7 +84,9 @@ class JaxBackend(Backend):
         # little at run time while it multiplies the size of every compiled loop body.
         self.unroll = unroll
         self._compiled: dict[tuple[Any, ...], Callable] = {}
-        super().__init__(dtype=dtype, device=device, variant=variant)
+        super().__init__(
+            dtype=dtype, device=device, variant=variant, gru_reset_after=gru_reset_after
+        )
 
     # --- 1. arrays, device and precision ----------------------------------------------------------
 
@@ -135,7 +144,34 @@ class JaxBackend(Backend):
         (value, aux), grads = jax.value_and_grad(fn, has_aux=True)(params)
         return value, aux, grads
 
-    # --- 5. native layer: Flax's SimpleCell inside nn.RNN ----------------------------------------
+    # --- 5. native layer: Flax's SimpleCell / GRUCell / LSTMCell in nn.RNN ---------------------
+
+    def _flax_cell_weights(self, cell: str, w: dict[str, Any]) -> dict[str, Any]:
+        """One direction's canonical weights (unprefixed names) as the Flax cell's parameters.
+
+        Flax's cells are Dense layers per gate with (in_features, hidden) kernels, the book's own
+        orientation, so nothing is transposed. Where both of a gate's Dense layers could carry a
+        bias, Flax gives it to one only, which takes the canonical b_g:
+
+        * SimpleCell: ``i`` (x side, with bias) and ``h``;
+        * GRUCell: ``ir, iz, in`` (x side, with bias), ``hr, hz`` and ``hn`` (h side; ``hn`` has a
+          bias of its own inside ``r * (h W_hn + b_hn)``, held at zero: the reset-after GRU);
+        * LSTMCell: ``ii, if, ig, io`` (x side, no bias) and ``hi, hf, hg, ho`` (h side, bias).
+        """
+        zeros = jnp.zeros_like
+        if cell == "rnn":
+            return {"i": {"kernel": w["W_xh"], "bias": w["b_h"]}, "h": {"kernel": w["W_hh"]}}
+        if cell == "gru":
+            out = {f"i{f}": {"kernel": w["W_x" + g], "bias": w["b_" + g]}
+                   for f, g in (("r", "r"), ("z", "z"), ("n", "h"))}
+            out.update({"hr": {"kernel": w["W_hr"]}, "hz": {"kernel": w["W_hz"]}})
+            out["hn"] = {"kernel": w["W_hh"], "bias": zeros(w["b_h"])}
+            return out
+        out = {}
+        for f, g in (("i", "i"), ("f", "f"), ("g", "c"), ("o", "o")):
+            out["i" + f] = {"kernel": w["W_x" + g]}
+            out["h" + f] = {"kernel": w["W_h" + g], "bias": w["b_" + g]}
+        return out
 
     def native_logits(self, params, X, h0):
         try:
@@ -144,29 +180,64 @@ class JaxBackend(Backend):
             raise BackendUnavailableError(
                 f"the jax 'native' variant needs Flax ({exc}); pip install 'rnn-backends[jax]'"
             ) from None
-        V, H = params["W_xh"].shape
-        # SimpleCell computes h' = tanh((x @ i.kernel + i.bias) + h @ h.kernel): two Dense layers
-        # whose kernels are (in_features, hidden), the book's own layout (no transpose, unlike
-        # torch). Only the input layer `i` has a bias, so the canonical b_h maps onto it as is
-        # and nothing needs zeroing. tanh is its default, named here so a changed default can't
-        # slip through silently (as Gluon's relu did). SimpleCell passes no `precision` to its
-        # Dense layers, so they run at the global "highest" set in _place.
-        cell = nn.SimpleCell(
-            features=H, activation_fn=jnp.tanh, dtype=self._jdtype, param_dtype=self._jdtype
-        )
-        # nn.RNN scans the cell over axis 1 of batch-major (B, T, V) inputs (time_major=False,
-        # its default); the carry is a bare (B, H) array; return_carry gives (h_T, outputs).
-        rnn = nn.RNN(cell, time_major=False, return_carry=True, unroll=self.unroll)
-        # The weights enter through apply() rather than init(), so they are ordinary inputs of a
-        # pure function and autodiff carries their gradients back to the canonical arrays.
-        weights = {
-            "cell": {
-                "i": {"kernel": params["W_xh"], "bias": params["b_h"]},
-                "h": {"kernel": params["W_hh"]},
-            }
+        model = self.model(params)
+        if model.cell == "gru" and not model.gru_reset_after:
+            raise self._reset_before_unsupported("Flax's GRUCell")
+        L, D, V = model.num_layers, model.num_directions, model.vocab_size
+        LD = L * D
+        # Activations named explicitly so a changed default can't slip through silently (as
+        # Gluon's relu did). The cells pass no `precision` to their Dense layers, so they run at
+        # the global "highest" set in _place.
+        kinds = {
+            "rnn": partial(nn.SimpleCell, activation_fn=jnp.tanh),
+            "gru": partial(nn.GRUCell, gate_fn=jax.nn.sigmoid, activation_fn=jnp.tanh),
+            "lstm": partial(nn.LSTMCell, gate_fn=jax.nn.sigmoid, activation_fn=jnp.tanh),
         }
-        h_last, hs = rnn.apply({"params": weights}, self.ops.one_hot(X, V), initial_carry=h0)
-        return cells.output_logits(self.ops, params, hs), h_last
+
+        def make_rnn():
+            cell = kinds[model.cell](
+                features=model.hidden_size, dtype=self._jdtype, param_dtype=self._jdtype
+            )
+            # nn.RNN scans the cell over axis 1 of batch-major (B, T, ...) inputs; return_carry
+            # gives (final carry, outputs).
+            return nn.RNN(cell, time_major=False, return_carry=True, unroll=self.unroll)
+
+        parts = self._carry_parts(model, h0)
+
+        def carry(k):  # Flax's LSTM carry is (c, h); ours lists h before c
+            return (parts[LD + k], parts[k]) if model.cell == "lstm" else parts[k]
+
+        def weights(layer, d):
+            pre = layer_prefix(layer, d)
+            w = {k[len(pre):]: v for k, v in params.items()
+                 if k.startswith(pre) and "." not in k[len(pre):]}
+            return {"cell": self._flax_cell_weights(model.cell, w)}
+
+        x = self.ops.one_hot(X, V)
+        finals = []
+        for layer in range(L):
+            # The weights enter through apply() rather than init(), so they are ordinary inputs of
+            # a pure function and autodiff carries their gradients back to the canonical arrays.
+            if D == 1:
+                last, x = make_rnn().apply(
+                    {"params": weights(layer, 0)}, x, initial_carry=carry(layer)
+                )
+                finals.append(last)
+            else:
+                # nn.Bidirectional runs backward_rnn with reverse=True, keep_order=True (its
+                # outputs re-aligned with time) and concatenates forward then backward.
+                bi = nn.Bidirectional(make_rnn(), make_rnn(), return_carry=True)
+                variables = {"forward_rnn": weights(layer, 0), "backward_rnn": weights(layer, 1)}
+                (last_f, last_b), x = bi.apply(
+                    {"params": variables}, x,
+                    initial_carry=(carry(2 * layer), carry(2 * layer + 1)),
+                )
+                finals += [last_f, last_b]
+        if model.cell == "lstm":
+            final = [f[1] for f in finals] + [f[0] for f in finals]
+        else:
+            final = finals
+        return cells.output_logits(self.ops, params, x), self._join_carry(final)
 
     # --- compiled forward and loss: pure functions of (params, X, Y, h0), traced once per shape --
 
@@ -191,6 +262,8 @@ class JaxBackend(Backend):
         return partial(self._jit("loss", lambda: jax.jit(loss)), X=X, Y=Y, h0=h0)
 
     # --- 6. training step: autodiff + clip + SGD compiled into one XLA program -------------------
+    # The fast variant compiles the hand-fused step of rnn_backends.fastpath instead (both loops
+    # lax.scan with this backend's unroll); other models fall back to autodiff.
 
     def _step(self, params, X, Y, h0, lr, max_norm):
         # max_norm is static because clip_and_sgd branches on `max_norm > 0` in Python; lr is
@@ -199,7 +272,21 @@ class JaxBackend(Backend):
         return step(params, X, Y, h0, lr, max_norm)
 
     def _plain_step(self, params, X, Y, h0, lr, max_norm):
+        """The traced step: the fused one where it applies (it refuses before tracing any op),
+        else autodiff + clip + SGD."""
+        if self.variant == "fast":
+            try:
+                return self._fused_step(params, X, Y, h0, lr, max_norm)
+            except NotImplementedError:
+                pass
         return super()._step(params, X, Y, h0, lr, max_norm)
+
+    def _fused_step(self, params, X, Y, h0, lr, max_norm):
+        from .. import fastpath
+        from .jax_fast import JaxFusedOps
+
+        ops = JaxFusedOps(self._jdtype, unroll=self.unroll)
+        return fastpath.train_step(ops, params, X, Y, h0, lr, max_norm)
 
     def version(self) -> str:
         try:

@@ -1,5 +1,5 @@
 """TensorFlow adapter: ``tf.GradientTape`` over the shared cell math, a ``tf.function`` training
-step, and Keras 3 ``SimpleRNN`` as the native layer."""
+step, and Keras 3 ``SimpleRNN``/``GRU``/``LSTM`` (in ``Bidirectional``) as the native layer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 
 from .. import cells
+from ..params import layer_prefix
 from .base import Backend
+
+# Keras stacks a layer's gates along the columns in this order (the book's letters).
+KERAS_GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "c", "o")}
 
 # --- quiet import ---------------------------------------------------------------------------------
 # TensorFlow 2.21 logs from C++ through absl before absl is initialised, and those lines ignore
@@ -93,8 +97,15 @@ class TensorflowOps(cells.Ops):
         self.dtype = dtype
 
     tanh = staticmethod(tf.tanh)
+    sigmoid = staticmethod(tf.sigmoid)
     sqrt = staticmethod(tf.sqrt)
     minimum = staticmethod(tf.minimum)
+
+    def stack(self, xs):
+        return tf.stack(xs)
+
+    def flip(self, x):
+        return tf.reverse(x, axis=[0])
 
     def matmul(self, a, b):
         # tf.matmul broadcasts a rank-2 right operand over leading axes (BatchMatMulV2).
@@ -140,13 +151,21 @@ class TensorflowBackend(Backend):
     jit_compile = False
 
     def __init__(
-        self, dtype: str = "float64", device: str | None = None, variant: str | None = None
+        self,
+        dtype: str = "float64",
+        device: str | None = None,
+        variant: str | None = None,
+        gru_reset_after: bool = True,
     ) -> None:
-        self._compiled: dict[float, Any] = {}  # max_norm -> tf.function of the training step
-        self._keras_rnn: Any = None
-        self._keras_key: tuple[int, int] | None = None
+        # (max_norm, fused) -> tf.function of the training step
+        self._compiled: dict[tuple[float, bool], Any] = {}
+        self._keras_rnn: Any = None  # layer 0 of the native stack
+        self._keras_layers: list[Any] = []
+        self._keras_key: tuple[Any, ...] | None = None
         self._run_before: set[tuple[Any, ...]] = set()  # compiled-step signatures already run
-        super().__init__(dtype=dtype, device=device, variant=variant)
+        super().__init__(
+            dtype=dtype, device=device, variant=variant, gru_reset_after=gru_reset_after
+        )
 
     # --- 1. arrays, device and precision ----------------------------------------------------------
 
@@ -217,13 +236,16 @@ class TensorflowBackend(Backend):
         # No tape is recording outside value_and_grad; only the device needs pinning.
         return self._scope()
 
-    # --- 5. native layer: keras.layers.SimpleRNN ------------------------------------------------
+    # --- 5. native layer: keras.layers.SimpleRNN / GRU / LSTM, in Bidirectional ----------------
 
-    def _keras_layer(self, V: int, H: int) -> Any:
-        """A built Keras 3 SimpleRNN for (V, H), created eagerly (tf.function may not create
-        variables on a retrace) and reused; its own variables are never read for the math."""
-        if self._keras_key == (V, H):
-            return self._keras_rnn
+    def _keras_layer(self, model: Any) -> list[Any]:
+        """Built Keras 3 layers for ``model`` (a ModelConfig), one per layer, created eagerly
+        (tf.function may not create variables on a retrace) and reused; their own variables are
+        never read for the math."""
+        key = (model.cell, model.vocab_size, model.hidden_size, model.num_layers,
+               model.num_directions, model.gru_reset_after)
+        if self._keras_key == key:
+            return self._keras_layers
         import keras
 
         if keras.backend.backend() != "tensorflow":
@@ -231,49 +253,124 @@ class TensorflowBackend(Backend):
                 f"the native variant needs Keras on its TensorFlow backend, but KERAS_BACKEND is "
                 f"{keras.backend.backend()!r}; unset KERAS_BACKEND or use variant 'fast'"
             )
+        H = model.hidden_size
+        options = {"return_sequences": True, "return_state": True, "dtype": self.dtype}
+        layers = []
         with self._scope():
-            layer = keras.layers.SimpleRNN(
-                H, activation="tanh", return_sequences=True, return_state=True, dtype=self.dtype
-            )
-            layer.build((None, None, V))
-        self._keras_rnn, self._keras_key = layer, (V, H)
-        return layer
+            for layer_index in range(model.num_layers):
+                if model.cell == "rnn":
+                    layer = keras.layers.SimpleRNN(H, activation="tanh", **options)
+                elif model.cell == "gru":
+                    # reset_after selects the convention exactly: r * (h U + b_rec) with the
+                    # recurrent bias held at zero, or (r * h) U.
+                    layer = keras.layers.GRU(
+                        H, activation="tanh", recurrent_activation="sigmoid",
+                        reset_after=model.gru_reset_after, **options,
+                    )
+                else:
+                    layer = keras.layers.LSTM(
+                        H, activation="tanh", recurrent_activation="sigmoid", **options
+                    )
+                if model.num_directions == 2:
+                    # concatenates forward then backward outputs, re-aligned with time
+                    layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=self.dtype)
+                width = model.vocab_size if layer_index == 0 else H * model.num_directions
+                layer.build((None, None, width))
+                layers.append(layer)
+        self._keras_layers, self._keras_key, self._keras_rnn = layers, key, layers[0]
+        return layers
+
+    def _keras_weight(self, model: Any, layer_index: int, path: str, params: dict[str, Any]):
+        """The canonical tensors that stand in for the Keras variable at ``path``.
+
+        Keras computes x @ kernel + h @ recurrent_kernel + bias with kernel (in, G*H): the book's
+        orientation, the gates side by side in KERAS_GATES order, so nothing is transposed.
+        SimpleRNN and LSTM have one bias, as the book; the reset-after GRU has two rows, (input,
+        recurrent), and the recurrent one is held at zero.
+        """
+        direction = 1 if "/backward_" in path else 0
+        pre = layer_prefix(layer_index, direction)
+        gates = KERAS_GATES[model.cell]
+        kind = path.rsplit("/", 1)[-1]
+        name = {"kernel": "W_x", "recurrent_kernel": "W_h", "bias": "b_"}[kind]
+        parts = [params[pre + name + g] for g in gates]
+        value = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        if kind == "bias" and model.cell == "gru" and model.gru_reset_after:
+            value = tf.stack([value, tf.zeros_like(value)])
+        return value
 
     def native_logits(self, params: dict[str, Any], X: Any, h0: Any) -> tuple[Any, Any]:
-        V, H = params["W_xh"].shape
-        layer = self._keras_layer(V, H)
-        # Keras's SimpleRNNCell computes tanh(x @ kernel + bias + h @ recurrent_kernel) with
-        # kernel (V, H) and recurrent_kernel (H, H): the book's orientation, and one bias. So the
-        # canonical tensors go in as they are (no transpose, no zero second bias as torch needs).
-        # stateless_call substitutes them for the layer's variables, so the tape sees them.
-        canonical = {"kernel": "W_xh", "recurrent_kernel": "W_hh", "bias": "b_h"}
-        weights = [params[canonical[v.path.rsplit("/", 1)[-1]]] for v in layer.trainable_variables]
-        state = [v.value for v in layer.non_trainable_variables]  # the (unused) dropout seed
+        model = self.model(params)
+        layers = self._keras_layer(model)
+        D, LD = model.num_directions, model.num_layers * model.num_directions
+        parts = self._carry_parts(model, h0)
+        n_states = 2 if model.cell == "lstm" else 1
         # Keras 3 is batch-major only (time_major is gone): one-hot (B, T, V) in, (B, T, H) out.
-        (hs, h_last), _ = layer.stateless_call(
-            weights, state, self.ops.one_hot(X, V), initial_state=[h0]
-        )
-        return cells.output_logits(self.ops, params, hs), h_last
+        x = self.ops.one_hot(X, model.vocab_size)
+        finals: list[list[Any]] = [[] for _ in range(n_states)]
+        for layer_index, layer in enumerate(layers):
+            # stateless_call substitutes the canonical tensors for the layer's variables, so the
+            # tape sees them.
+            weights = [
+                self._keras_weight(model, layer_index, v.path, params)
+                for v in layer.trainable_variables
+            ]
+            state = [v.value for v in layer.non_trainable_variables]  # the (unused) dropout seed
+            # Keras's states per direction are [h] or [h, c]; Bidirectional takes and returns the
+            # forward direction's, then the backward one's.
+            initial = [
+                parts[s * LD + layer_index * D + d] for d in range(D) for s in range(n_states)
+            ]
+            (x, *last), _ = layer.stateless_call(weights, state, x, initial_state=initial)
+            for k, value in enumerate(last):
+                finals[k % n_states].append(value)
+        final = [v for kind in finals for v in kind]
+        return cells.output_logits(self.ops, params, x), self._join_carry(final)
 
     # --- 6. training step: the generic step traced once per shape by tf.function ----------------
+    # The fast variant traces the hand-fused step of rnn_backends.fastpath instead (no tape);
+    # other models fall back to the generic step. XLA for it is opt-in (fused_jit_compile): on the
+    # 2-core CPU it was no faster than the plain graph (21-30 vs 16-26 ms/step at the textbook
+    # size, one thread) and took 6-8 s to compile against 2 s.
+    fused_jit_compile = False
 
-    def _compiled_step(self, max_norm: float) -> Callable[..., Any]:
+    def _compiled_step(self, max_norm: float, fused: bool = False) -> Callable[..., Any]:
         # clip_and_sgd branches on max_norm in Python, so max_norm is fixed per traced function;
         # lr is a tensor argument, so a learning-rate schedule does not retrace.
-        fn = self._compiled.get(max_norm)
+        key = (max_norm, fused)
+        fn = self._compiled.get(key)
         if fn is None:
+            if fused:
+                from .. import fastpath
+                from .tensorflow_fast import TensorflowFusedOps
 
-            def step(params, X, Y, h0, lr):
-                return Backend._step(self, params, X, Y, h0, lr, max_norm)
+                ops = TensorflowFusedOps(self._tdtype)
 
-            fn = tf.function(step, jit_compile=self.jit_compile)
-            self._compiled[max_norm] = fn
+                def step(params, X, Y, h0, lr):
+                    return fastpath.train_step(ops, params, X, Y, h0, lr, max_norm)
+
+                fn = tf.function(step, jit_compile=self.fused_jit_compile)
+            else:
+
+                def step(params, X, Y, h0, lr):
+                    return Backend._step(self, params, X, Y, h0, lr, max_norm)
+
+                fn = tf.function(step, jit_compile=self.jit_compile)
+            self._compiled[key] = fn
         return fn
 
     def _step(self, params, X, Y, h0, lr, max_norm):
         if self.variant == "native":
-            self._keras_layer(*params["W_xh"].shape)  # build its variables outside the trace
-        fn = self._compiled_step(float(max_norm))
+            self._keras_layer(self.model(params))  # build its variables outside the trace
+        fused = self.variant == "fast"
+        if fused:
+            from .. import fastpath
+
+            try:
+                fastpath.check_applies(params)
+            except NotImplementedError:
+                fused = False
+        fn = self._compiled_step(float(max_norm), fused)
         # The first run of a signature traces and optimises a graph, which is when TensorFlow's
         # C++ side logs; later runs of it are left alone.
         signature = (
