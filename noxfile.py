@@ -24,7 +24,7 @@ TORCH = "torch==2.13.0"
 
 
 def _env() -> dict[str, str]:
-    env = {"PYTHONWARNINGS": "default"}
+    env: dict[str, str] = {}
     if "RNN_BACKENDS_DATA" in os.environ:
         env["RNN_BACKENDS_DATA"] = os.environ["RNN_BACKENDS_DATA"]
     elif (SHARED_DATA / "timemachine.txt").is_file():
@@ -82,8 +82,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
-    """The framework-free core and the NumPy oracle, on numpy 2."""
-    session.install(".[test]")
+    """The framework-free core and the NumPy oracle, on numpy 2 (with the report's plots)."""
+    session.install(".[test,plots]")
     _pytest(session, "numpy")
 
 

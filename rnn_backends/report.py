@@ -185,11 +185,12 @@ def _plots(out: Path, rows) -> list[str]:
     for i, r in enumerate(done):
         ep = [e["epoch"] for e in r["epochs"]]
         ls = styles[i % len(styles)]
-        ax.plot(ep, [e["train_ppl"] for e in r["epochs"]], ls, label=f"{r['backend']} train")
+        train_ppl = [e["train_ppl"] for e in r["epochs"]]
+        ax.plot(ep, train_ppl, linestyle=ls, label=f"{r['backend']} train")
         ax.plot(
             ep,
             [e["val_ppl"] for e in r["epochs"]],
-            ls,
+            linestyle=ls,
             marker="o",
             ms=3,
             label=f"{r['backend']} val",

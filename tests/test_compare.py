@@ -77,3 +77,18 @@ def test_compare_cli_rejects_bad_python(tmp_path):
 
     assert main(["compare", "--python", "torch=/no/python", "--out", str(tmp_path)]) == 2
     assert main(["compare", "--frameworks", "caffe", "--out", str(tmp_path)]) == 2
+
+
+def test_plots_draw_every_framework(tmp_path):
+    """All five curves (oracle + four frameworks) get a line style and a bar."""
+    pytest.importorskip("matplotlib")
+    from rnn_backends.report import _plots
+
+    rows = [
+        {"backend": name, "epochs": [{"epoch": e, "train_ppl": 10.0 / e, "val_ppl": 11.0 / e}
+                                     for e in (1, 2, 3)],
+         "median_step_ms": 5.0 + i, "iqr_step_ms": 0.5}
+        for i, name in enumerate(["numpy", "torch", "mxnet", "jax", "tensorflow", "extra"])
+    ]
+    assert _plots(tmp_path, rows) == ["perplexity.png", "step_time.png"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in _plots(tmp_path, rows))
