@@ -49,8 +49,16 @@ def _log_level() -> int:
         return 0  # a value TensorFlow cannot read either: hide nothing
 
 
+# The CUDA build of TensorFlow probes the driver when it first lists GPUs and logs this at ERROR
+# level on a machine without one. It only means "no GPU here", which _place already reports
+# (and turns into a clear error when a GPU was asked for), so it is dropped like an INFO line.
+_NO_GPU_PROBE = "failed call to cuInit"
+
+
 def _keep_line(line: str, level: int) -> bool:
     if line.rstrip("\r\n") == _ABSL_BANNER:
+        return level == 0
+    if _NO_GPU_PROBE in line and _CPP_LOG_LINE.match(line):
         return level == 0
     match = _CPP_LOG_LINE.match(line)
     if match is None:
@@ -170,7 +178,8 @@ class TensorflowBackend(Backend):
     # --- 1. arrays, device and precision ----------------------------------------------------------
 
     def _place(self, device: str | None) -> str:
-        gpus = tf.config.list_physical_devices("GPU")
+        with _quiet_cpp_logs():
+            gpus = tf.config.list_physical_devices("GPU")
         want_gpu = device in ("gpu", "cuda") or (device is None and bool(gpus))
         if want_gpu and not gpus:
             from ..errors import BackendUnavailableError
