@@ -80,7 +80,10 @@ def thread_env(threads: int | None) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": n,
         "TF_NUM_INTRAOP_THREADS": n,
         "TF_NUM_INTEROP_THREADS": n,
-        "MXNET_CPU_WORKER_NTHREADS": n,
+        # MXNet's engine threads each run OpenMP kernels; with 2 engine threads and 2 OpenMP
+        # threads MXNet 1.9.1 spins forever (seen here), so ops run one at a time, each using
+        # OMP_NUM_THREADS threads.
+        "MXNET_CPU_WORKER_NTHREADS": "1",
     }
     if threads == 1:
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -286,7 +289,11 @@ def run(
     for fw in frameworks:
         python = pythons.get(fw, sys.executable)
         env = {**os.environ, **thread_env(threads)}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if (Path(root) / "pyproject.toml").is_file():
+            # Running from a source checkout: let every worker import this same tree. When the
+            # package is installed, root is this environment's site-packages, which must never
+            # leak into another framework's environment (MXNet's needs numpy 1.23).
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         options = {"unroll": jax_unroll} if fw == "jax" and jax_unroll else {}
         cmd = [python, "-m", "rnn_backends.bench", "worker", "--framework", fw,
                "--variants", ",".join(variants), "--configs", json.dumps(configs(sweeps)),
