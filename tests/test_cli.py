@@ -1,13 +1,10 @@
-"""The command line: info, train, generate, and one-line errors with exit status 2."""
+"""The command line: info, train, generate. (The table of bad inputs, through the CLI and the
+API, is tests/test_bad_input.py.)"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-
-import pytest
-
-from rnn_backends.cli import main
 
 TINY = [
     "--batch-size",
@@ -76,39 +73,6 @@ def test_train_then_generate_round_trip(tmp_path):
         "10",
     )
     assert gen2.stdout.strip() == out.stdout.strip().splitlines()[-1]
-
-
-@pytest.mark.parametrize(
-    "args,needle",
-    [
-        (["train", "--backend", "caffe"], "unknown backend 'caffe'"),
-        (["train", "--lr", "-1"], "lr must be a finite number > 0"),
-        (["train", "--lr", "nan"], "lr must be a finite number > 0"),
-        (["train", "--batch-size", "0"], "batch_size must be a positive integer"),
-        (["train", "--hidden-size", "0"], "hidden_size"),
-        (["train", "--epochs", "two"], "invalid int value: 'two'"),
-        (["train", "--corpus", "/no/such/file.txt"], "does not exist"),
-        (["train", "--corpus", "/"], "is a directory"),
-        (["train", "--cell", "transformer"], "invalid choice"),
-        (["train", "--num-train", "1000000"], "num_train=1000000"),
-        (["train", "--num-steps", "100000"], "needs at least 100001"),
-        (["train", "--num-preds", "-2"], "--num-preds must be >= 0"),
-        (["generate", "--checkpoint", "/no/such/dir", "--prefix", "a"], "not a checkpoint"),
-        (["frobnicate"], "invalid choice"),
-    ],
-)
-def test_user_errors_exit_2_with_one_line(args, needle, capsys):
-    if args[0] == "train" and "--backend" not in args:
-        args = [*args, "--backend", "numpy"]
-    try:
-        code = main(args)
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    err = capsys.readouterr().err
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and needle in lines[0], err
-    assert "Traceback" not in err
 
 
 def test_generate_errors_through_a_real_process(tmp_path):
