@@ -8,17 +8,17 @@ TensorFlow need numpy 2), so the work is split in two kinds of process that talk
   gradients, timings and generated text, and writes a checkpoint; in a second phase it loads every
   framework's checkpoint and reports the validation perplexity and greedy text it gets from them;
 * the *orchestrator* (``rnn-backends compare``) writes the run spec, starts the workers (in this
-  process's Python, or in the interpreter given per framework with ``--python NAME=PATH``), then
-  compares every record with the oracle's and writes ``report.md``, ``report.json`` and plots.
+  process's Python, or in the interpreter given per framework with ``--python NAME=PATH``, through
+  :mod:`rnn_backends.workers`), then compares every record with the oracle's and decides the
+  verdict (:func:`judge`); :mod:`rnn_backends.report` renders what it decided as ``report.md``,
+  ``report.json`` and plots.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,9 @@ from .data.corpus import load_corpus
 from .errors import UserError
 from .generate import generate
 from .params import init_params, load_checkpoint
+from .report import write_report
 from .train import evaluate, train
+from .workers import launch
 
 ORACLE = "numpy"
 
@@ -194,21 +196,11 @@ def _run_worker_process(name: str, python: str | None, out: Path, phase: str) ->
             return True, ""
         except Exception as exc:  # a framework's failure is a finding for the report
             return False, f"{type(exc).__name__}: {exc}"
-    cmd = [
-        python,
-        "-m",
-        "rnn_backends",
-        "compare-worker",
-        "--backend",
-        name,
-        "--out",
-        str(out),
-        "--phase",
-        phase,
-    ]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
-    if proc.returncode != 0:
-        return False, f"worker exited with status {proc.returncode} ({' '.join(cmd)})"
+    args = ["-m", "rnn_backends", "compare-worker", "--backend", name, "--out", str(out),
+            "--phase", phase]  # fmt: skip
+    outcome = launch(python, args)
+    if not outcome.ok:
+        return False, f"worker {outcome.describe()} ({' '.join(outcome.command)})"
     return True, ""
 
 
@@ -251,9 +243,7 @@ def run_compare(
             else:
                 status.setdefault(name, "ok")
     wall = time.perf_counter() - t_start
-    from .report import write_report
-
-    return write_report(out, names, status, spec, wall)
+    return write_report(out, judge(out, names, status, spec, wall), oracle=ORACLE)
 
 
 def default_spec(
@@ -266,18 +256,18 @@ def default_spec(
     prefix: str = "the clock",
     num_preds: int = 40,
 ) -> Spec:
+    """The run spec: the preset's values, then ``dtype``, then the ``overrides`` that are not
+    None; each value goes to the ModelConfig or TrainConfig field of its name."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    values = {**PRESETS[preset], "dtype": dtype}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    vocab_size = len(load_corpus(corpus).vocab)
-    model = ModelConfig(
-        vocab_size=vocab_size,
-        hidden_size=values.pop("hidden_size"),
-        cell=values.pop("cell", "rnn"),
-        num_layers=values.pop("num_layers", 1),
-    )
-    train_config = TrainConfig(dtype=dtype, **values)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model = ModelConfig.from_dict(
+        {"vocab_size": len(load_corpus(corpus).vocab),
+         **{k: v for k, v in values.items() if k in model_fields}}
+    )  # fmt: skip
+    train_config = TrainConfig.from_dict({k: v for k, v in values.items() if k not in model_fields})
     return Spec(
         corpus=corpus,
         model=model.to_dict(),
@@ -291,16 +281,133 @@ def default_spec(
     )
 
 
-def perplexity_ok(a: float, b: float, tol: float) -> bool:
-    return math.isfinite(a) and abs(a - b) <= tol * abs(b)
+# --- the verdict -------------------------------------------------------------------------------
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max |b| (one number per tensor, any shape)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    return float(np.max(np.abs(a - b))) / scale if scale > 0 else float(np.max(np.abs(a - b)))
+
+
+def _grad_diff(folder: Path, oracle_folder: Path) -> tuple[float, str]:
+    with np.load(folder / "grads0.npz") as g, np.load(oracle_folder / "grads0.npz") as o:
+        diffs = {k: rel_diff(g[k], o[k]) for k in o.files}
+    worst = max(diffs, key=diffs.get)
+    return diffs[worst], worst
+
+
+def _against_oracle(row: dict[str, Any], oracle: dict[str, Any], out: Path,
+                    tol: dict[str, float]) -> list[str]:
+    """Add the differences to the oracle's run to ``row`` (same number of steps); return the
+    departures beyond ``tol``."""
+    name = row["backend"]
+    ours, ref = np.array(row["step_loss"]), np.array(oracle["step_loss"])
+    loss_diff = np.abs(ours - ref) / np.abs(ref)
+    worst_step = int(np.argmax(loss_diff))
+    row["loss_diff"] = float(loss_diff[worst_step])
+    row["loss_diff_step"] = worst_step
+    row["grad_diff"], row["grad_diff_param"] = _grad_diff(out / name, out / ORACLE)
+    val, val_ref = row["epochs"][-1]["val_ppl"], oracle["epochs"][-1]["val_ppl"]
+    row["val_ppl_diff"] = abs(val - val_ref) / val_ref
+    failures = []
+    if not row["grad_diff"] <= tol["grad"]:
+        failures.append(
+            f"{name}: step-0 gradient of {row['grad_diff_param']} differs from the oracle by "
+            f"{row['grad_diff']:.2e} (relative; tolerance {tol['grad']:.0e})"
+        )
+    if not row["loss_diff"] <= tol["loss"]:
+        failures.append(
+            f"{name}: training loss differs from the oracle at step {worst_step} by "
+            f"{row['loss_diff']:.2e} (relative; tolerance {tol['loss']:.0e})"
+        )
+    if not row["val_ppl_diff"] <= tol["ppl"]:
+        failures.append(f"{name}: final validation perplexity {val:.6f} vs oracle {val_ref:.6f}")
+    if row["dtype"] == "float64" and row["greedy_text"] != oracle["greedy_text"]:
+        failures.append(f"{name}: greedy text differs from the oracle's")
+    return failures
+
+
+def _interchange_against_oracle(row: dict[str, Any], oracle_x: dict[str, Any],
+                                tol: dict[str, float]) -> list[str]:
+    """Departures when ``row``'s framework evaluates every framework's checkpoint."""
+    name, failures = row["backend"], []
+    for source, got in row["interchange"].items():
+        ref_x = oracle_x.get(source)
+        if ref_x is None:
+            continue
+        if not abs(got["val_ppl"] - ref_x["val_ppl"]) <= tol["ppl"] * ref_x["val_ppl"]:
+            failures.append(
+                f"{name}: loading {source}'s checkpoint gives validation perplexity "
+                f"{got['val_ppl']:.6f}, the oracle gets {ref_x['val_ppl']:.6f}"
+            )
+        if row["dtype"] == "float64" and got["greedy_text"] != ref_x["greedy_text"]:
+            failures.append(f"{name}: greedy text from {source}'s checkpoint differs")
+    return failures
+
+
+def compare_records(
+    out: Path, names: list[str], status: dict[str, str], tol: dict[str, float]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per framework: its record plus differences to the oracle, and a list of failures."""
+    oracle = _load(out / ORACLE / "record.json")
+    oracle_x = _load(out / ORACLE / "interchange.json") or {}
+    rows, failures = [], []
+    for name in names:
+        rec = _load(out / name / "record.json")
+        row: dict[str, Any] = {"backend": name, "status": status.get(name, "missing")}
+        rows.append(row)
+        if rec is None or status.get(name) != "ok":
+            if name == ORACLE or not status.get(name, "").startswith("not installed"):
+                failures.append(f"{name}: {status.get(name, 'no record')}")
+            continue
+        row.update(rec)
+        row["interchange"] = _load(out / name / "interchange.json") or {}
+        if oracle is None or name == ORACLE:
+            continue
+        steps, oracle_steps = len(rec["step_loss"]), len(oracle["step_loss"])
+        if steps != oracle_steps:
+            failures.append(f"{name}: {steps} steps recorded, the oracle has {oracle_steps}")
+            continue
+        failures += _against_oracle(row, oracle, out, tol)
+        failures += _interchange_against_oracle(row, oracle_x, tol)
+    return rows, failures
+
+
+def judge(
+    out: Path, names: list[str], status: dict[str, str], spec: Spec, wall: float
+) -> dict[str, Any]:
+    """The verdict on a finished run: every framework's row and every departure from the oracle
+    beyond :data:`TOLERANCES`. This is what the report renders (and ``report.json`` holds)."""
+    tol = TOLERANCES[spec.train["dtype"]]
+    rows, failures = compare_records(out, names, status, tol)
+    if len(names) > 1 and not any(status.get(n) == "ok" for n in names if n != ORACLE):
+        failures.append("no framework could run; install one or pass --python NAME=PATH")
+    return {
+        "spec": dataclasses.asdict(spec),
+        "tolerance": tol,
+        "wall_s": wall,
+        "frameworks": rows,
+        "failures": failures,
+        "passed": not failures,
+    }
 
 
 __all__ = [
     "FRAMEWORKS",
+    "ORACLE",
     "PRESETS",
     "TOLERANCES",
     "Spec",
+    "compare_records",
     "default_spec",
+    "judge",
+    "rel_diff",
     "run_compare",
     "run_worker",
 ]
