@@ -7,6 +7,7 @@ nox -s compare      # the main job: train in every framework, write the report
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -67,11 +68,15 @@ def compare(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Training-step benchmark: every framework in its own environment, one after another;
-    writes benchmarks/results (JSON, results.md, PNGs). A few minutes with the default preset;
+    writes benchmarks/results (one JSON per framework), then benchmarks/assemble.py writes
+    results.md and PNGs there. A few minutes with the default preset;
     `nox -s bench -- --preset sweep` adds the T, H and B sweeps."""
     session.install(".[plots]")
     pythons = [f"--python={fw}={_framework_python(session, fw)}" for fw in FRAMEWORK_INSTALLS]
     session.run("rnn-backends", "bench", *pythons, *session.posargs, env=_env())
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", default="benchmarks/results")
+    session.run("python", "benchmarks/assemble.py", out.parse_known_args(session.posargs)[0].out)
 
 
 @nox.session(python=PYTHON)

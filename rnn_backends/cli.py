@@ -1,4 +1,9 @@
-"""Command line: ``rnn-backends info | train | generate`` (also ``python -m rnn_backends``).
+"""Command line: ``rnn-backends info | train | generate | compare | bench`` (also
+``python -m rnn_backends``). ``compare-worker`` is internal: the compare job starts it in each
+framework's environment, and ``--help`` does not list it.
+
+The options for ModelConfig and TrainConfig fields are not written here: each field that carries
+``option`` metadata (config.py) becomes a flag, with its name, type, choices and help.
 
 User errors print one line and exit with status 2; no traceback.
 """
@@ -6,20 +11,25 @@ User errors print one line and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import sys
+import types
+import typing
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .backends.registry import BACKENDS, FRAMEWORKS, available_backends, canonical_name, get_backend
-from .config import BATCHINGS, CELLS, DTYPES, ModelConfig, TrainConfig
+from .config import DTYPES, ModelConfig, TrainConfig
 from .errors import NonFiniteError, UserError
 from .params import Checkpoint
 
 PROG = "rnn-backends"
+_CONFIG_CLASSES = (ModelConfig, TrainConfig)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,17 +43,66 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
+# --- options derived from the config dataclasses -------------------------------------------------
+
+
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are command-line options, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def option_flag(field: dataclasses.Field) -> str:
+    """``--hidden-size`` for ``hidden_size``, or the flag the field's metadata names."""
+    return field.metadata["option"]["flag"] or "--" + field.name.replace("_", "-")
+
+
+def _value_type(annotation: Any) -> type:
+    # ``int | None`` takes an int on the command line (None is "left out").
+    if isinstance(annotation, types.UnionType):
+        (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return annotation
+
+
+def _add_config_options(
+    p: argparse.ArgumentParser, default_help: str | None, defaults: dict[str, Any] | None = None
+) -> None:
+    """One flag per option field of ModelConfig and TrainConfig; ``dest`` is the field's name.
+
+    Defaults are None ("left out") unless ``defaults`` names one. ``default_help`` ends each help
+    text; None says the dataclass's default instead.
+    """
+    defaults = defaults or {}
+    for cls in _CONFIG_CLASSES:
+        hints = typing.get_type_hints(cls)
+        for field in option_fields(cls):
+            meta, flag = field.metadata["option"], option_flag(field)
+            default = defaults.get(field.name)
+            shown = default_help or f"default {field.default}"
+            p.add_argument(
+                flag,
+                dest=field.name,
+                type=None if meta["choices"] else _value_type(hints[field.name]),
+                choices=meta["choices"],
+                default=default,
+                # Named after the flag, as argparse would (--epochs EPOCHS, not MAX_EPOCHS).
+                metavar=None if meta["choices"] else flag[2:].upper().replace("-", "_"),
+                help=f"{meta['help']} ({shown if default is None else f'default {default}'})",
+            )
+
+
+def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The ``cls`` fields given on the command line (options left out are not in it)."""
+    given = {f.name: getattr(args, f.name) for f in option_fields(cls)}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+# --- info ----------------------------------------------------------------------------------------
+
+
 def _framework_version(module: str) -> str | None:
-    dist = {
-        "torch": "torch",
-        "jax": "jax",
-        "tensorflow": "tensorflow",
-        "mxnet": "mxnet",
-        "numpy": "numpy",
-    }[module]
-    for name in (dist, f"{dist}-cpu"):
+    for dist in (module, f"{module}-cpu"):
         try:
-            return importlib.metadata.version(name)
+            return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
@@ -67,70 +126,39 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    # Defaults of None: with --resume an option left out means "as the checkpoint has it".
-    p.add_argument("--backend", default=None, help="numpy, torch (default), jax, tensorflow, mxnet")
-    p.add_argument("--variant", default=None, help="textbook, concat, fast (default) or native")
-    p.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: GPU if any")
-    p.add_argument("--dtype", default=None, choices=DTYPES, help="default float32")
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    info = sub.add_parser("info", help="versions, installed backends, devices")
+    info.add_argument("--devices", action="store_true", help="import each framework, show device")
+    info.set_defaults(func=cmd_info)
 
 
-# ModelConfig options and their defaults for a new run (the same name on the command line).
-_MODEL_OPTIONS = {"hidden_size": 32, "cell": "rnn", "num_layers": 1}
-_TRAIN_OPTIONS = {  # option -> TrainConfig field
-    "batch_size": "batch_size",
-    "num_steps": "num_steps",
-    "lr": "lr",
-    "epochs": "max_epochs",
-    "grad_clip": "grad_clip",
-    "seed": "seed",
-    "dtype": "dtype",
-    "batching": "batching",
-    "num_train": "num_train",
-    "num_val": "num_val",
-}
-
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
-    p.add_argument("--corpus", default=None, help="default, timemachine, or a text file")
-    p.add_argument("--cell", default=None, choices=CELLS)
-    p.add_argument("--hidden-size", type=int, default=None, help="default 32")
-    p.add_argument("--num-layers", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
-    p.add_argument("--num-steps", type=int, default=None, help=f"default {d.num_steps}")
-    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
-    p.add_argument("--epochs", type=int, default=None, help=f"default {d.max_epochs}")
-    p.add_argument("--grad-clip", type=float, default=None, help="0 disables clipping")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batching", default=None, choices=BATCHINGS)
-    p.add_argument(
-        "--num-train",
-        type=int,
-        default=None,
-        help="training windows (default: the textbook's 10000)",
-    )
-    p.add_argument("--num-val", type=int, default=None)
+# --- train ---------------------------------------------------------------------------------------
 
 
 def _configs(
     args: argparse.Namespace, vocab_size: int, base: Checkpoint | None = None
 ) -> tuple[ModelConfig, TrainConfig]:
     """The configs the options ask for; options left out take the checkpoint's values when
-    resuming (``base``), else the defaults."""
-    model = base.model_config.to_dict() if base else {"vocab_size": vocab_size, **_MODEL_OPTIONS}
-    train = base.train_config.to_dict() if base and base.train_config else TrainConfig().to_dict()
-    for option in _MODEL_OPTIONS:
-        if getattr(args, option) is not None:
-            model[option] = getattr(args, option)
-    for option, name in _TRAIN_OPTIONS.items():
-        if getattr(args, option) is not None:
-            train[name] = getattr(args, option)
+    resuming (``base``), else the dataclasses' defaults."""
+    model = base.model_config.to_dict() if base else {"vocab_size": vocab_size}
+    train = base.train_config.to_dict() if base and base.train_config else {}
+    model.update(config_overrides(args, ModelConfig))
+    train.update(config_overrides(args, TrainConfig))
     return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
 
 
+def _train_out(args: argparse.Namespace, resume_dir: Path | None, backend_name: str) -> Path:
+    from .checkpointing import CHECKPOINT_DIR
+
+    if args.out is not None:
+        return Path(args.out)
+    if resume_dir is not None and resume_dir.name == CHECKPOINT_DIR:
+        return resume_dir.parent
+    return Path(f"runs/{canonical_name(backend_name)}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpointing import CHECKPOINT_DIR, find_checkpoint, resume_position
+    from .checkpointing import find_checkpoint, resume_position
     from .data.corpus import load_corpus
     from .generate import generate
     from .params import load_checkpoint
@@ -157,12 +185,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             "it goes on from the same weights and data position, but not bit for bit",
             file=sys.stderr,
         )
-    if args.out is not None:
-        out = Path(args.out)
-    elif resume_dir is not None and resume_dir.name == CHECKPOINT_DIR:
-        out = resume_dir.parent
-    else:
-        out = Path(f"runs/{canonical_name(backend_name)}")
     backend = get_backend(
         backend_name, dtype=train_config.dtype, device=args.device, variant=args.variant,
         gru_reset_after=model_config.gru_reset_after,
@@ -172,7 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         corpus,
         model_config,
         train_config,
-        out_dir=out,
+        out_dir=_train_out(args, resume_dir, backend_name),
         progress=None if args.progress else False,
         checkpoint_every=args.checkpoint_every or None,
         resume=resume_dir,
@@ -187,6 +209,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.num_preds:
         print(generate(backend, result.native, corpus.vocab, args.prefix, args.num_preds))
     return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train one backend and write a checkpoint")
+    # Defaults of None: with --resume an option left out means "as the checkpoint has it".
+    tr.add_argument("--backend", default=None,
+                    help="numpy, torch (default), jax, tensorflow, mxnet")
+    tr.add_argument("--variant", default=None, help="textbook, concat, fast (default) or native")
+    tr.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: GPU if any")
+    tr.add_argument("--corpus", default=None, help="default, timemachine, or a text file")
+    _add_config_options(tr, default_help=None)
+    tr.add_argument("--out", default=None, help="output directory (default runs/BACKEND)")
+    tr.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+                    help="write a checkpoint every N steps (default 50; 0: only at the start and "
+                    "the end)")
+    tr.add_argument("--resume", default=None, metavar="DIR",
+                    help="continue the run whose --out (or checkpoint) directory is DIR; options "
+                    "left out are taken from its checkpoint, and the result equals an "
+                    "uninterrupted run")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace a checkpoint of another run in --out (refused otherwise)")
+    tr.add_argument("--prefix", default="the clock")
+    tr.add_argument("--num-preds", type=int, default=50)
+    tr.add_argument("--no-progress", dest="progress", action="store_false")
+    tr.set_defaults(func=cmd_train)
+
+
+# --- generate ------------------------------------------------------------------------------------
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -214,97 +264,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import default_spec, run_compare
-
-    pythons = {}
-    for item in args.python:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            raise UserError(f"--python takes NAME=PATH, got {item!r}")
-        if not Path(path).is_file():
-            raise UserError(f"--python {name}: interpreter {path!r} does not exist")
-        pythons[canonical_name(name)] = path
-    frameworks = [f for chunk in args.frameworks for f in chunk.split(",") if f]
-    for f in frameworks:
-        canonical_name(f)
-    overrides = {
-        "hidden_size": args.hidden_size,
-        "batch_size": args.batch_size,
-        "num_steps": args.num_steps,
-        "lr": args.lr,
-        "max_epochs": args.epochs,
-        "grad_clip": args.grad_clip,
-        "num_train": args.num_train,
-        "num_val": args.num_val,
-        "seed": args.seed,
-        "batching": args.batching,
-        "cell": args.cell,
-        "num_layers": args.num_layers,
-    }
-    spec = default_spec(
-        args.corpus,
-        args.preset,
-        overrides,
-        args.variant,
-        args.device,
-        args.dtype,
-        args.prefix,
-        args.num_preds,
-    )
-    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons)
-    md = Path(args.out) / "report.md"
-    verdict = "PASS" if report["passed"] else "FAIL"
-    print(f"{verdict}: report written to {md}")
-    for failure in report["failures"]:
-        print(f"  {failure}")
-    return 0 if report["passed"] else 1
-
-
-def cmd_compare_worker(args: argparse.Namespace) -> int:
-    from .compare import run_worker
-
-    run_worker(canonical_name(args.backend), Path(args.out), args.phase)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The textbook's char-level RNN LM in four frameworks.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    info = sub.add_parser("info", help="versions, installed backends, devices")
-    info.add_argument("--devices", action="store_true", help="import each framework, show device")
-    info.set_defaults(func=cmd_info)
-
-    tr = sub.add_parser("train", help="train one backend and write a checkpoint")
-    _add_model_args(tr)
-    _add_train_args(tr)
-    tr.add_argument("--out", default=None, help="output directory (default runs/BACKEND)")
-    tr.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=50,
-        metavar="N",
-        help="write a checkpoint every N steps (default 50; 0: only at the start and the end)",
-    )
-    tr.add_argument(
-        "--resume",
-        default=None,
-        metavar="DIR",
-        help="continue the run whose --out (or checkpoint) directory is DIR; options left out "
-        "are taken from its checkpoint, and the result equals an uninterrupted run",
-    )
-    tr.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a checkpoint of another run in --out (refused otherwise)",
-    )
-    tr.add_argument("--prefix", default="the clock")
-    tr.add_argument("--num-preds", type=int, default=50)
-    tr.add_argument("--no-progress", dest="progress", action="store_false")
-    tr.set_defaults(func=cmd_train)
-
+def _add_generate(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="generate text from a checkpoint")
     gen.add_argument("--checkpoint", required=True, help="a checkpoint directory")
     gen.add_argument("--prefix", required=True)
@@ -318,57 +278,138 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default=None, choices=DTYPES, help="default: the checkpoint's")
     gen.set_defaults(func=cmd_generate)
 
+
+# --- compare -------------------------------------------------------------------------------------
+
+
+def _frameworks(chunks: Sequence[str]) -> list[str]:
+    """Canonical names from comma-separated chunks; an unknown name is a UserError."""
+    return [canonical_name(f) for chunk in chunks for f in chunk.split(",") if f]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import default_spec, run_compare
+    from .workers import parse_pythons
+
+    pythons = parse_pythons(args.python)
+    frameworks = _frameworks(args.frameworks)
+    overrides = {**config_overrides(args, ModelConfig), **config_overrides(args, TrainConfig)}
+    spec = default_spec(
+        args.corpus,
+        args.preset,
+        overrides,
+        args.variant,
+        args.device,
+        prefix=args.prefix,
+        num_preds=args.num_preds,
+    )
+    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons)
+    md = Path(args.out) / "report.md"
+    verdict = "PASS" if report["passed"] else "FAIL"
+    print(f"{verdict}: report written to {md}")
+    for failure in report["failures"]:
+        print(f"  {failure}")
+    return 0 if report["passed"] else 1
+
+
+def _add_python_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--python", action="append", default=[], metavar="NAME=PATH",
+                   help="run framework NAME's worker with this interpreter (its own venv)")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp_ = sub.add_parser("compare", help="train every framework side by side; write a report")
-    cmp_.add_argument(
-        "--frameworks",
-        action="append",
-        default=[],
-        help="comma-separated (default: torch,mxnet,jax,tensorflow)",
-    )
-    cmp_.add_argument(
-        "--python",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="run framework NAME's worker with this interpreter (its own venv)",
-    )
+    cmp_.add_argument("--frameworks", action="append", default=[],
+                      help=f"comma-separated (default: {','.join(FRAMEWORKS)})")
+    _add_python_option(cmp_)
     cmp_.add_argument("--out", default="report", help="report directory (default ./report)")
     cmp_.add_argument("--corpus", default="default")
     cmp_.add_argument("--preset", default="quick", help="quick (default) or textbook")
-    cmp_.add_argument("--dtype", default="float64", choices=DTYPES)
     cmp_.add_argument("--variant", default=None)
     cmp_.add_argument("--device", default=None, choices=["cpu", "gpu"])
-    cmp_.add_argument("--cell", default=None, choices=CELLS)
-    cmp_.add_argument("--num-layers", type=int, default=None)
-    for flag, kind in [
-        ("--hidden-size", int),
-        ("--batch-size", int),
-        ("--num-steps", int),
-        ("--lr", float),
-        ("--epochs", int),
-        ("--grad-clip", float),
-        ("--num-train", int),
-        ("--num-val", int),
-        ("--seed", int),
-    ]:
-        cmp_.add_argument(flag, type=kind, default=None, help="overrides the preset")
-    cmp_.add_argument("--batching", default=None, choices=BATCHINGS)
+    _add_config_options(cmp_, default_help="overrides the preset", defaults={"dtype": "float64"})
     cmp_.add_argument("--prefix", default="the clock")
     cmp_.add_argument("--num-preds", type=int, default=40)
     cmp_.set_defaults(func=cmd_compare)
 
-    worker = sub.add_parser("compare-worker", help=argparse.SUPPRESS)
+
+def cmd_compare_worker(args: argparse.Namespace) -> int:
+    from .compare import run_worker
+
+    run_worker(canonical_name(args.backend), Path(args.out), args.phase)
+    return 0
+
+
+def _add_compare_worker(sub: argparse._SubParsersAction) -> None:
+    # No help=: argparse then leaves it out of the command list.
+    worker = sub.add_parser("compare-worker")
     worker.add_argument("--backend", required=True)
     worker.add_argument("--out", required=True)
     worker.add_argument("--phase", choices=["train", "interchange"], required=True)
     worker.set_defaults(func=cmd_compare_worker)
 
-    # bench: the training-step benchmark (rnn_backends.bench; its options live there).
-    from .bench import build_parser as bench_options
-    from .bench import main_run as cmd_bench
 
-    bench = sub.add_parser("bench", help="time one training step per framework and variant")
-    bench_options(bench).set_defaults(func=cmd_bench)
+# --- bench ---------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .benchrun import run
+    from .workers import parse_pythons
+
+    pythons = parse_pythons(args.python)
+    out = Path(args.out)
+    outcomes = run(
+        out, pythons, _frameworks([args.frameworks]),
+        preset=args.preset,
+        variants=args.variants.split(",") if args.variants else None,
+        sweeps=[s for s in args.sweeps.split(",") if s] if args.sweeps is not None else None,
+        steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=args.device,
+        threads=args.threads or None, jax_unroll=args.jax_unroll,
+    )
+    for fw, outcome in outcomes.items():
+        if not outcome.ok:
+            print(f"{PROG}: warning: {fw}: worker {outcome.describe()}", file=sys.stderr)
+    written = [str(out / f"{fw}.json") for fw, outcome in outcomes.items() if outcome.ok]
+    print(f"written: {', '.join(written) or 'nothing'}")
+    print(f"table and plots: python benchmarks/assemble.py {out}")
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from .benchrun import PRESETS
+
+    p = sub.add_parser("bench", help="time one training step per framework and variant")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
+    _add_python_option(p)
+    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON files")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                   help="quick: textbook config, every variant (default); sweep: T, H, B sweeps "
+                   "for fast and native; full: both")
+    p.add_argument("--variants", default=None, help="comma-separated, overrides the preset")
+    p.add_argument("--sweeps", default=None, help="comma-separated of T,H,B ('' for none)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per framework (default 1, so that figures from a machine "
+                   "shared with other work stay comparable; 0 leaves each framework's default)")
+    p.add_argument("--jax-unroll", type=int, default=None, help="lax.scan unroll for JAX")
+    p.set_defaults(func=cmd_bench)
+
+
+# --- the parser and main -------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="The textbook's char-level RNN LM in four frameworks.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    # metavar: the usage line names the listed commands only (not compare-worker).
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="COMMAND")
+    for add in (_add_info, _add_train, _add_generate, _add_compare, _add_bench,
+                _add_compare_worker):
+        add(sub)
     return parser
 
 

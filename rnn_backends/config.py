@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -39,6 +39,15 @@ def _choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None
         raise ConfigError(f"{owner}.{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _option(help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """Field metadata that makes the field a command-line option (``cli.py`` reads it).
+
+    ``flag`` is given where it differs from the field's name with dashes (``max_epochs`` is
+    ``--epochs``); ``choices`` restricts the values the command line accepts.
+    """
+    return {"option": {"help": help, "flag": flag, "choices": choices}}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the model.
@@ -58,9 +67,9 @@ class ModelConfig:
     """
 
     vocab_size: int
-    hidden_size: int = 32
-    cell: str = "rnn"
-    num_layers: int = 1
+    hidden_size: int = field(default=32, metadata=_option("hidden units H"))
+    cell: str = field(default="rnn", metadata=_option("recurrent cell", choices=CELLS))
+    num_layers: int = field(default=1, metadata=_option("stacked recurrent layers"))
     init_sigma: float = 0.01
     bidirectional: bool = False
     gru_reset_after: bool = True
@@ -138,16 +147,23 @@ class TrainConfig:
         num_val: validation windows after the training ones.
     """
 
-    batch_size: int = 1024
-    num_steps: int = 32
-    lr: float = 1.0
-    max_epochs: int = 100
-    grad_clip: float = 1.0
-    seed: int = 0
-    dtype: str = "float32"
-    batching: str = "windows"
-    num_train: int | None = 10000
-    num_val: int = 5000
+    batch_size: int = field(default=1024, metadata=_option("sequences per minibatch B"))
+    num_steps: int = field(default=32, metadata=_option("time steps per sequence T"))
+    lr: float = field(default=1.0, metadata=_option("SGD learning rate"))
+    max_epochs: int = field(
+        default=100, metadata=_option("passes over the training windows", flag="--epochs")
+    )
+    grad_clip: float = field(
+        default=1.0, metadata=_option("global gradient norm threshold; 0 disables clipping")
+    )
+    seed: int = field(default=0, metadata=_option("seeds init, shuffling and offsets"))
+    dtype: str = field(default="float32", metadata=_option("floating-point type", choices=DTYPES))
+    batching: str = field(
+        default="windows",
+        metadata=_option("shuffled windows, or sequential (state carried)", choices=BATCHINGS),
+    )
+    num_train: int | None = field(default=10000, metadata=_option("training windows"))
+    num_val: int = field(default=5000, metadata=_option("validation windows"))
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_steps", "max_epochs"):
