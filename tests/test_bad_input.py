@@ -34,10 +34,12 @@ from rnn_backends import (
     load_corpus,
     save_checkpoint,
 )
+from rnn_backends.backends.registry import canonical_name
 from rnn_backends.cli import main
 from rnn_backends.data import corpus as corpus_mod
 from rnn_backends.generate import generate
 from rnn_backends.train import train
+from rnn_backends.workers import parse_pythons
 
 SIZES = ["--batch-size", "8", "--num-steps", "8", "--num-train", "64", "--num-val", "16",
          "--hidden-size", "8", "--epochs", "2", "--no-progress", "--num-preds", "0"]  # fmt: skip
@@ -251,7 +253,7 @@ CASES = [
     Case("negative-seed", _train("--seed", "-7"), lambda c: TrainConfig(seed=-7), ConfigError,
          "seed must be an integer >= 0, got -7"),
     Case("zero-checkpoint-interval", _train("--checkpoint-every", "-2"),
-         lambda c: _train_api(c, out=c.tmp / "o", checkpoint_every=0), UserError,
+         lambda c: _train_api(c, out=c.tmp / "o", checkpoint_every=0), ConfigError,
          "checkpoint(_every| every) must be", cli_needle=r"--checkpoint-every must be >= 0 steps"),
     # --- backends, cells, variants, dtypes
     Case("unknown-backend", lambda c: ["train", "--backend", "caffe", *SIZES],
@@ -328,6 +330,20 @@ CASES = [
     Case("prefix-without-letters",
          lambda c: ["generate", "--checkpoint", str(c.ckpt), "--prefix", "1984"],
          lambda c: _generate(c, prefix="1984"), UserError, "prefix '1984' has no letters"),
+    # --- worker interpreters (compare and bench)
+    Case("python-without-a-path", lambda c: ["compare", "--python", "torch", "--out", str(c.tmp)],
+         lambda c: parse_pythons(["torch"]), UserError,
+         r"--python takes NAME=PATH \(e.g. torch=/venvs/torch/bin/python\), got 'torch'"),
+    Case("python-that-does-not-exist",
+         lambda c: ["bench", "--python", f"jax={c.tmp / 'nope'}", "--out", str(c.tmp)],
+         lambda c: parse_pythons([f"jax={c.tmp / 'nope'}"]), UserError,
+         r"--python jax: interpreter '.*nope' does not exist"),
+    Case("python-for-an-unknown-framework",
+         lambda c: ["bench", "--python", f"caffe={c.file(b'', 'python')}", "--out", str(c.tmp)],
+         lambda c: parse_pythons([f"caffe={c.file(b'', 'python')}"]), BackendUnavailableError,
+         "unknown backend 'caffe'; choose one of numpy, torch"),
+    Case("bench-unknown-framework", lambda c: ["bench", "--frameworks", "torch,caffe"],
+         lambda c: canonical_name("caffe"), BackendUnavailableError, "unknown backend 'caffe'"),
     # --- the Time Machine download
     Case("download-with-wrong-checksum", _train("--corpus", "timemachine"),
          lambda c: load_corpus("timemachine"), DownloadError,
@@ -356,8 +372,20 @@ def ctx(tmp_path, finished_run, server, monkeypatch) -> Ctx:
     return Ctx(work, run, server, monkeypatch)
 
 
-def test_the_table_is_big_and_distinct():
-    assert len({case.id for case in CASES}) == len(CASES) >= 25
+def _user_error_classes() -> set[type[Exception]]:
+    found, todo = set(), [UserError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_kind_of_user_error_has_a_case():
+    """Every UserError class the package defines is the exact exception of some case (the API
+    test below checks the type exactly), so a new kind of user error cannot appear without a
+    case that takes it through both doors, and no case names a class the package lacks."""
+    assert {case.error for case in CASES} == _user_error_classes()
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -372,7 +400,7 @@ def test_cli_says_what_is_wrong_in_one_line(case: Case, ctx: Ctx, capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, err
     assert len(lines) == 1, err
-    assert re.match(r"rnn-backends( train| generate)?: error: ", lines[0]), lines[0]
+    assert re.match(r"rnn-backends( train| generate| bench)?: error: ", lines[0]), lines[0]
     assert "Traceback" not in err
     assert re.search(case.cli_needle or case.needle, lines[0]), lines[0]
 
@@ -381,8 +409,9 @@ def test_cli_says_what_is_wrong_in_one_line(case: Case, ctx: Ctx, capsys):
 def test_api_raises_a_specific_exception(case: Case, ctx: Ctx):
     if case.setup:
         case.setup(ctx)
-    with pytest.raises(case.error, match=case.needle):
+    with pytest.raises(case.error, match=case.needle) as info:
         case.api(ctx)
+    assert type(info.value) is case.error, type(info.value)
 
 
 def test_a_refused_run_leaves_the_other_run_untouched(ctx: Ctx, capsys):
