@@ -1,10 +1,18 @@
-"""The command line: info, train, generate. (The table of bad inputs, through the CLI and the
-API, is tests/test_bad_input.py.)"""
+"""The command line: info, train, generate, the options derived from the config dataclasses, and
+what --help shows. (The table of bad inputs, through the CLI and the API, is
+tests/test_bad_input.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+
+import pytest
+
+from rnn_backends.cli import _configs, build_parser, config_overrides, option_fields, option_flag
+from rnn_backends.compare import default_spec
+from rnn_backends.config import ModelConfig, TrainConfig
 
 TINY = [
     "--batch-size",
@@ -124,3 +132,73 @@ def test_unwritable_output_directory(tmp_path):
     blocker.write_text("x")
     out = run_cli("train", "--backend", "numpy", "--out", str(blocker / "sub"), *TINY)
     assert out.returncode == 2 and "cannot create output directory" in out.stderr
+
+
+# The config flags as the README documents them: renaming one breaks people's scripts.
+CONFIG_FLAGS = {
+    "hidden_size": "--hidden-size", "cell": "--cell", "num_layers": "--num-layers",
+    "batch_size": "--batch-size", "num_steps": "--num-steps", "lr": "--lr",
+    "max_epochs": "--epochs", "grad_clip": "--grad-clip", "seed": "--seed", "dtype": "--dtype",
+    "batching": "--batching", "num_train": "--num-train", "num_val": "--num-val",
+}  # fmt: skip
+
+
+def _fields() -> list[dataclasses.Field]:
+    return [*option_fields(ModelConfig), *option_fields(TrainConfig)]
+
+
+def _other_value(field: dataclasses.Field) -> str:
+    """A valid command-line value for ``field`` that differs from its default."""
+    choices = field.metadata["option"]["choices"]
+    if choices:
+        return next(c for c in choices if c != field.default)
+    return str(field.default + 3)
+
+
+def test_the_config_flags_keep_their_names():
+    assert {f.name: option_flag(f) for f in _fields()} == CONFIG_FLAGS
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_every_config_flag_reaches_its_field(command):
+    """Each flag, given alone, sets its own field to the value given and nothing else."""
+    parser = build_parser()
+    for field in _fields():
+        value = _other_value(field)
+        args = parser.parse_args([command, option_flag(field), value])
+        given = {**config_overrides(args, ModelConfig), **config_overrides(args, TrainConfig)}
+        expected = {field.name: type(field.default)(value)}
+        if command == "compare":
+            expected.setdefault("dtype", "float64")  # compare's own default
+            spec = default_spec(overrides=given)
+            assert {**spec.model, **spec.train}[field.name] == expected[field.name]
+        assert given == expected
+
+
+def test_options_left_out_take_the_dataclass_defaults():
+    args = build_parser().parse_args(["train"])
+    model, train = _configs(args, vocab_size=28)
+    assert model == ModelConfig(vocab_size=28) and train == TrainConfig()
+
+
+def test_help_lists_the_commands_but_not_the_worker():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("    ")]
+    assert listed == ["info", "train", "generate", "compare", "bench"]
+    assert "compare-worker" not in out.stdout and "SUPPRESS" not in out.stdout
+    # Hidden, not gone: the compare job still starts it.
+    assert "--phase" in run_cli("compare-worker", "--help").stdout
+
+
+def test_bench_help_shows_its_options_and_importing_the_cli_starts_nothing():
+    help_text = run_cli("bench", "--help").stdout
+    for flag in ("--frameworks", "--python", "--preset", "--threads", "--jax-unroll"):
+        assert flag in help_text
+    probe = (
+        "import sys; from rnn_backends.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('resource', 'rnn_backends.bench', 'rnn_backends.compare') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -92,3 +92,12 @@ def test_plots_draw_every_framework(tmp_path):
     ]
     assert _plots(tmp_path, rows) == ["perplexity.png", "step_time.png"]
     assert all((tmp_path / name).stat().st_size > 1000 for name in _plots(tmp_path, rows))
+
+
+def test_the_report_only_renders():
+    """report.py draws what compare.py decided and imports nothing from it (no cycle)."""
+    import subprocess
+
+    probe = "import sys, rnn_backends.report; print('rnn_backends.compare' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,0 +1,73 @@
+"""The benchmark's plumbing: a worker started through the command line writes its JSON, and
+benchmarks/assemble.py lays JSON files out as tables. Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rnn_backends.benchrun import TEXTBOOK
+from rnn_backends.cli import main
+
+ASSEMBLE = Path(__file__).resolve().parents[1] / "benchmarks" / "assemble.py"
+
+
+def test_bench_runs_a_worker_and_writes_its_json(tmp_path, capsys):
+    """One timed step of the oracle at the textbook configuration, in a worker process."""
+    argv = ["bench", "--frameworks", "numpy", "--variants", "reference", "--sweeps", "",
+            "--steps", "1", "--warmup", "0", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert str(tmp_path / "numpy.json") in capsys.readouterr().out
+    run = json.loads((tmp_path / "numpy.json").read_text())
+    assert run["errors"] == [] and run["threads"] == 1
+    (row,) = run["results"]
+    assert (row["framework"], row["variant"], row["config"], row["steps"]) == (
+        "numpy", "reference", TEXTBOOK, 1)
+
+
+def _row(fw: str, variant: str, ms: float, gflops: float, **config: int) -> dict:
+    return {"framework": fw, "variant": variant, "config": {**TEXTBOOK, **config},
+            "ms_median": ms, "ms_q1": ms - 1, "ms_q3": ms + 1, "tokens_per_s": 1000.0,
+            "first_step_s": 0.5, "gflops": gflops, "rss_peak_mb": 300.0,
+            "device_peak_mb": None}  # fmt: skip
+
+
+def _run(fw: str, rows: list[dict], peak: float, errors: list[str] = ()) -> dict:
+    return {"framework": fw, "machine": "x86_64, 2 cores", "threads": 1, "dtype": "float32",
+            "matmul_peak_gflops": peak, "results": rows, "errors": list(errors)}  # fmt: skip
+
+
+def test_assemble_lays_out_ratios_peaks_and_sweeps(tmp_path):
+    runs = {
+        "torch": _run("torch", [_row("torch", "textbook", 12.0, 10.0),
+                                _row("torch", "fast", 4.0, 30.0),
+                                _row("torch", "native", 6.0, 20.0),
+                                _row("torch", "fast", 9.0, 40.0, H=64)], peak=200.0),
+        "jax": _run("jax", [_row("jax", "fast", 5.0, 25.0)], peak=100.0,
+                    errors=["native {...}: RuntimeError: boom"]),
+    }  # fmt: skip
+    for fw, run in runs.items():
+        (tmp_path / f"{fw}.json").write_text(json.dumps(run))
+    out = subprocess.run([sys.executable, str(ASSEMBLE), str(tmp_path), "--no-plots"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "fastest at the textbook configuration: torch/fast 4.00 ms/step" in out.stdout
+    md = (tmp_path / "results.md").read_text()
+    textbook_table = md.split("## Sweeps")[0]
+    cells = [[c.strip() for c in line.split("|")] for line in textbook_table.splitlines()]
+    rows = {(c[1], c[2]): c for c in cells if len(c) > 2 and c[1] in ("torch", "jax")}
+    fast = rows["torch", "fast"]
+    # 12 / 4 = 3.0x its own textbook, 6 / 4 = 1.5x its own native, 30 / 200 = 15.0 % of peak.
+    assert fast[5:7] == ["3.0x", "1.5x"] and fast[10] == "15.0"
+    assert rows["jax", "fast"][5:7] == ["-", "-"] and rows["jax", "fast"][10] == "25.0"
+    assert "| torch | fast | V=28 H=64 B=1024 T=32 | 9.00 |" in md  # the sweep row
+    assert "- jax: native {...}: RuntimeError: boom" in md
+
+
+def test_assemble_refuses_a_folder_without_results(tmp_path):
+    out = subprocess.run([sys.executable, str(ASSEMBLE), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "holds none of torch.json" in out.stderr
+    assert not (tmp_path / "results.md").exists()
