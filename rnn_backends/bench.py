@@ -57,19 +57,13 @@ def matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process in MiB (NaN where unknown)."""
+def _rss_peak_mb() -> float:
+    """Peak resident set size of this process in MiB (NaN where unknown)."""
     try:
         import resource  # POSIX only
     except ImportError:
-        return float("nan"), float("nan")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    try:
-        with open("/proc/self/statm") as f:
-            current = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        current = float("nan")
-    return current, peak
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class _DeviceMemory:
@@ -112,6 +106,30 @@ class _DeviceMemory:
         return None
 
 
+def _time_steps(
+    backend: Any, tensors: Any, batches: list[tuple[np.ndarray, np.ndarray]], warmup: int,
+    steps: int, label: str,
+) -> tuple[float, list[float]]:
+    """Seconds of the first (compile) step, then of ``steps`` timed steps after ``warmup`` more;
+    ``batches`` are (X, Y) id arrays of shape (B, T), taken in turn."""
+
+    def step(i: int) -> float:
+        nonlocal tensors
+        X, Y = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        res = backend.train_step(tensors, X, Y, lr=1.0, grad_clip=1.0)  # float loss: synced
+        elapsed = time.perf_counter() - t0
+        tensors = res.params
+        if not np.isfinite(res.loss):
+            raise FloatingPointError(f"{label}: loss {res.loss}")
+        return elapsed
+
+    first = step(0)
+    for i in range(warmup):
+        step(i + 1)
+    return first, [step(i) for i in range(steps)]
+
+
 def bench_one(
     framework: str,
     variant: str,
@@ -123,7 +141,8 @@ def bench_one(
     steps: int,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    """Time ``steps`` training steps after the first (compile) step and ``warmup`` more."""
+    """Time ``steps`` training steps after the first (compile) step and ``warmup`` more, at the
+    configuration ``cfg`` (vocabulary V, hidden H, batch B, time steps T)."""
     from . import ModelConfig, get_backend, init_params
 
     V, H, B, T = cfg["V"], cfg["H"], cfg["B"], cfg["T"]
@@ -135,27 +154,11 @@ def bench_one(
     ]
     memory = _DeviceMemory(backend)
     memory.reset()
-    tensors = backend.prepare(params)
-
-    def step(i: int) -> float:
-        nonlocal tensors
-        X, Y = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        res = backend.train_step(tensors, X, Y, lr=1.0, grad_clip=1.0)  # float loss: synced
-        elapsed = time.perf_counter() - t0
-        tensors = res.params
-        if not np.isfinite(res.loss):
-            raise FloatingPointError(f"{framework}/{variant}: loss {res.loss} at {cfg}")
-        return elapsed
-
-    first = step(0)
-    for i in range(warmup):
-        step(i + 1)
-    times = [step(i) for i in range(steps)]
+    first, times = _time_steps(backend, backend.prepare(params), batches, warmup, steps,
+                               label=f"{framework}/{variant} at {cfg}")
     ms = sorted(t * 1e3 for t in times)
     median = statistics.median(ms)
     flops = step_flops(V, H, B, T)
-    _, rss_peak = _rss_mb()
     return {
         "framework": framework,
         "variant": variant,
@@ -172,7 +175,7 @@ def bench_one(
         "tokens_per_s": B * T / (median / 1e3),
         "gflops": flops / (median / 1e3) / 1e9,
         "step_mflop": flops / 1e6,
-        "rss_peak_mb": rss_peak,
+        "rss_peak_mb": _rss_peak_mb(),
         "device_peak_mb": memory.peak_mb(),
     }
 

@@ -7,9 +7,9 @@ TensorFlow need numpy 2), so the work is split in two kinds of process that talk
   from the shared initial weights on the shared batches, records every step, the step-0
   gradients, timings and generated text, and writes a checkpoint; in a second phase it loads every
   framework's checkpoint and reports the validation perplexity and greedy text it gets from them;
-* the *orchestrator* (``rnn-backends compare``) writes the run spec, starts the workers (in this
-  process's Python, or in the interpreter given per framework with ``--python NAME=PATH``, through
-  :mod:`rnn_backends.workers`), then compares every record with the oracle's and decides the
+* the *orchestrator* (``rnn-backends compare``) writes the run spec, runs the workers (in this
+  process, or in a process of the interpreter given per framework with ``--python NAME=PATH``,
+  started by :mod:`rnn_backends.workers`), then compares every record with the oracle's and decides the
   verdict (:func:`judge`); :mod:`rnn_backends.report` renders what it decided as ``report.md``,
   ``report.json`` and plots.
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.registry import BACKENDS, FRAMEWORKS, canonical_name, get_backend, is_installed
+from .backends.registry import BACKENDS, canonical_name, get_backend, is_installed
 from .config import ModelConfig, TrainConfig
 from .data.batching import CharBatches
 from .data.corpus import load_corpus
@@ -399,7 +399,6 @@ def judge(
 
 
 __all__ = [
-    "FRAMEWORKS",
     "ORACLE",
     "PRESETS",
     "TOLERANCES",
