@@ -9,9 +9,9 @@ TensorFlow need numpy 2), so the work is split in two kinds of process that talk
   framework's checkpoint and reports the validation perplexity and greedy text it gets from them;
 * the *orchestrator* (``rnn-backends compare``) writes the run spec, runs the workers (in this
   process, or in a process of the interpreter given per framework with ``--python NAME=PATH``,
-  started by :mod:`rnn_backends.workers`), then compares every record with the oracle's and decides the
-  verdict (:func:`judge`); :mod:`rnn_backends.report` renders what it decided as ``report.md``,
-  ``report.json`` and plots.
+  started by :mod:`rnn_backends.workers`), then compares every record with the oracle's and
+  decides the verdict (:func:`judge`); :mod:`rnn_backends.report` renders what it decided as
+  ``report.md``, ``report.json`` and plots.
 """
 
 from __future__ import annotations
