@@ -361,6 +361,8 @@ def test_without_validation_windows_there_is_nothing_to_choose():
     [
         (lambda: fit_kneser_ney([0, 1], 2, 2, 1.5), "each in"),
         (lambda: fit_kneser_ney([0, 1], 2, 2, 0.0), "each in"),
+        (lambda: fit_kneser_ney([0, 1], 2, 2, (0.5, float("nan"))), "each in"),
+        (lambda: fit_kneser_ney([0, 1], 2, 1, True), "each in"),
         (lambda: fit_kneser_ney([0, 1], 2, 3, (0.5, 0.5)), "3 discount"),
         (lambda: fit_kneser_ney([0, 1], 2, -1), "order"),
         (lambda: fit_kneser_ney([0, 2], 2, 2), r"\[0, 2\)"),
