@@ -157,6 +157,23 @@ def test_probabilities_by_hand():
     np.testing.assert_allclose(model.distribution([B, SP, B, A, A]), got, rtol=1e-12)
 
 
+def test_the_first_gram_of_the_text_has_no_left_neighbour():
+    # Text a b c a c (a = 0, b = 1, c = 2; token 3 unused), V = 4. The bigram "a b" occurs only
+    # at the start, so N1+(. a b) = 0: after 'a' the continuation level knows one successor (c),
+    # while the raw level knows two (b, c).
+    a, b, c, u = 0, 1, 2, 3
+    model = fit_kneser_ney([a, b, c, a, c], 4, 3, (D1, D2, D3))
+    assert model.counts.continuation_count([a, b]) == 0
+    assert model.counts.context_sums([a]) == (2, 2, 1, 1)
+    # N1+(. w): a after c (1), b after a (1), c after b and a (2); 4 distinct bigrams, 3 types.
+    p1 = {w: (max({a: 1, b: 1, c: 2}.get(w, 0) - D1, 0) + D1 * 3 / 4) / 4 for w in (a, b, c, u)}
+    # "b a" never occurs, so context (b, a) falls to the continuation level after 'a':
+    # (max(N1+(. a w) - D2, 0) + D2 * 1 type * P1'(w)) / N1+(. a .) = 1
+    want = [(max({c: 1}.get(w, 0) - D2, 0) + D2 * 1 * p1[w]) / 1 for w in (a, b, c, u)]
+    assert want[c] == pytest.approx(1 - 0.5 + 0.5 * (2 - 0.4 + 0.3) / 4)  # 0.7375
+    np.testing.assert_allclose(model.distribution([b, a]), want, rtol=1e-12)
+
+
 def test_unigram_and_uniform_perplexity_closed_form():
     train = hand_ids()
     # Scored tokens a, b, ' ', <unk> (contexts are irrelevant to orders 0 and 1).
