@@ -309,6 +309,21 @@ def test_plan_perplexity_is_the_token_mean_with_truncated_context(cfg, order):
     assert perplexity(model, plan) == pytest.approx(math.exp(math.fsum(nll) / len(nll)), rel=1e-12)
 
 
+def test_a_vocabulary_too_large_for_one_integer_code_scores_the_same():
+    # 20,000^5 exceeds int64, so (context, target) rows are deduplicated as rows, not as codes.
+    ids = load_corpus("default").ids[:800]
+    batches = CharBatches(ids, TrainConfig(batch_size=9, num_steps=5, num_train=300, num_val=60))
+    plan = validation_plan(batches)
+    big = 20_000
+    model = fit_kneser_ney(batches.train_ids, big, 4, (0.2, 0.4, 0.6, 0.8))
+    slow = SlowKneserNey(batches.train_ids.tolist(), big, 4, [0.2, 0.4, 0.6, 0.8])
+    nll = [
+        -math.log(slow.prob(plan.context(s).tolist(), int(plan.targets[s])))
+        for s in range(plan.num_tokens)
+    ]
+    assert perplexity(model, plan) == pytest.approx(math.exp(math.fsum(nll) / len(nll)), rel=1e-12)
+
+
 def test_plan_from_carried_batches_requires_equal_rows():
     X = np.zeros((2, 3), dtype=np.int64)
     with pytest.raises(ValueError, match="same number of rows"):
