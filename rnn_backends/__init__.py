@@ -6,6 +6,7 @@ against one NumPy oracle.
 """
 
 from .backends.registry import available_backends, get_backend
+from .checkpointing import Checkpoint, load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .data import CharBatches, Corpus, Vocab, load_corpus, preprocess
 from .errors import (
@@ -17,7 +18,7 @@ from .errors import (
     NonFiniteError,
     UserError,
 )
-from .params import Checkpoint, init_params, load_checkpoint, param_shapes, save_checkpoint
+from .params import init_params, param_shapes
 
 __version__ = "0.1.0"
 

@@ -1,79 +1,304 @@
-"""Training checkpoints that a run can continue from, bit for bit.
+"""Every byte the package writes to disk or reads back from a checkpoint.
 
-A training checkpoint is an ordinary checkpoint directory (see :func:`params.save_checkpoint`:
-weights and metadata, each written to a temporary file, fsynced and renamed, the weights under a
-SHA-256) whose ``extra["resume"]`` records where the run stands:
+One atomic writer serves every file: :func:`write_atomic` (and :func:`write_json` and
+:func:`atomic_stream` on top of it) writes to a temporary file in the destination's folder, fsyncs
+it, renames it over the destination and fsyncs the folder, so a reader (or a process that starts
+after a crash) sees the old file or the new one, never a mixture. A failure at any point removes
+the temporary file; a process killed mid-write leaves it, and :func:`remove_stale_temporaries`
+clears such orphans when the next run starts.
 
-* the position: ``epoch`` and ``batch`` (the index of the next training batch in that epoch) and
-  ``step`` (updates done). Batches are a function of ``(seed, epoch)`` alone
-  (:meth:`CharBatches.epoch_rng`), so the position is all the data pipeline needs;
-* the random state: the state of the epoch's generator when the epoch starts, checked again on
-  resume, so that a change in how batches are drawn cannot pass unnoticed. Training draws no other
-  random numbers (no dropout; the weights are initialised once, before step 0);
-* the per-epoch meter (token-weighted loss sum, token count, per-batch perplexities) and the
-  history so far, so the finished history equals that of an uninterrupted run;
-* with ``sequential`` batching, the hidden state carried into the next batch, saved beside the
-  weights (``Checkpoint.arrays``) under the same checksum;
-* a SHA-256 of the corpus token ids, so a changed corpus is refused.
+A checkpoint is a directory:
+
+* ``params-<sha256[:16]>.npz``: the weights (and arrays that are not parameters, such as a
+  carried hidden state, under the prefix ``aux:``), never pickled;
+* ``checkpoint.json``: the format version, model and training configs, vocabulary, step, dtype,
+  free-form ``extra`` (a training run keeps its position there, see :mod:`.resume`), the name of
+  the weights file and its SHA-256. It is renamed last, so it always names a complete weights file.
+
+A run directory written by training holds ``checkpoint/`` and ``history.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends.base import Backend
 from .config import ModelConfig, TrainConfig
-from .data.batching import CharBatches
-from .data.corpus import Corpus
-from .errors import CheckpointError, NonFiniteError, UserError
-from .params import META_FILE, Checkpoint, _write_atomic, load_checkpoint, save_checkpoint
+from .errors import CheckpointError, ConfigError, NonFiniteError
+from .params import Params, check_params
 
-CHECKPOINT_DIR = "checkpoint"
-HISTORY_FILE = "history.json"
+if TYPE_CHECKING:
+    from .data.vocab import Vocab
+
+CHECKPOINT_FORMAT = 1
+META_FILE = "checkpoint.json"
+AUX_PREFIX = "aux:"  # names in the weights file that are not parameters (e.g. a carried state)
+CHECKPOINT_DIR = "checkpoint"  # inside a run directory
+HISTORY_FILE = "history.json"  # inside a run directory
+TMP_SUFFIX = ".tmp"
+RESUME_KEY = "resume"  # Checkpoint.extra[RESUME_KEY]: a training position (see .resume)
 RESUME_FORMAT = 1
-CARRY = "carry"  # Checkpoint.arrays names: carry0, carry1, ... (one per state tensor)
-# Fields that may differ between a checkpoint and the run that continues it: training longer
-# changes nothing that was already computed.
-MAY_CHANGE = frozenset({"max_epochs"})
+
+
+# --- the one atomic writer ----------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the platform lets a folder be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_stream(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """A binary file to write ``path`` through; the file appears at ``path`` only if the ``with``
+    block ends without an exception.
+
+    The temporary file is ``<name>.<pid>.<random>.tmp`` in ``path``'s folder (unique per process
+    and call). On success it is fsynced, renamed over ``path`` and the folder fsynced; on any
+    exception it is removed and the exception propagates. Raise inside the block to discard
+    what was written (e.g. after a checksum mismatch).
+    """
+    dest = Path(path)
+    fd, tmp = tempfile.mkstemp(
+        dir=dest.parent, prefix=f"{dest.name}.{os.getpid()}.", suffix=TMP_SUFFIX
+    )
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (see :func:`atomic_stream`)."""
+    with atomic_stream(path) as fh:
+        fh.write(data)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`write_atomic`)."""
+    write_atomic(path, json.dumps(obj, indent=1).encode("utf-8"))
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files a killed writer left in run directory ``out`` and its
+    checkpoint.
+
+    Only one run writes to a directory (see :func:`.resume.guard_output`), so at the start of a
+    run every temporary file there is an orphan: the rename that would have used it never happened.
+    """
+    for folder, prefixes in (
+        (out, (HISTORY_FILE,)),
+        (out / CHECKPOINT_DIR, ("params-", META_FILE)),
+    ):
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob("*" + TMP_SUFFIX):
+            if tmp.name.startswith(prefixes):
+                tmp.unlink(missing_ok=True)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
 
 
 @dataclass
-class RunState:
-    """Everything about a run in progress beyond its weights (see the module docstring)."""
+class Checkpoint:
+    """What a checkpoint directory holds."""
 
-    epoch: int = 0
-    batch: int = 0
+    params: Params
+    model_config: ModelConfig
+    vocab: Vocab
+    train_config: TrainConfig | None = None
     step: int = 0
-    loss_sum: float = 0.0
-    tokens: int = 0
-    batch_ppl: list[float] = field(default_factory=list)
-    history: dict[str, Any] = field(default_factory=dict)
-    carry: tuple[np.ndarray, ...] | None = None
-
-    def new_epoch(self, epoch: int) -> None:
-        self.epoch, self.batch = epoch, 0
-        self.loss_sum, self.tokens, self.batch_ppl = 0.0, 0, []
-        self.carry = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    """Arrays that are not parameters (a carried hidden state); stored in the weights file under
+    the same checksum."""
 
 
-def corpus_fingerprint(ids: np.ndarray) -> str:
-    """SHA-256 of the token ids as little-endian int64."""
-    return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()
+def _refuse_non_finite(ckpt: Checkpoint, out: Path) -> None:
+    """The one finiteness check on the way to disk: nothing NaN/Inf is ever written."""
+    for name, value in [*ckpt.params.items(), *ckpt.arrays.items()]:
+        if not np.all(np.isfinite(value)):
+            kept = (
+                f"the checkpoint in {str(out)!r} is the last good one"
+                if has_checkpoint(out)
+                else "no checkpoint was written before"
+            )
+            raise NonFiniteError(
+                f"after step {ckpt.step} {name} is not finite; nothing was written, {kept}"
+            )
 
 
-def _rng_state(batches: CharBatches, epoch: int) -> dict[str, Any]:
-    return batches.epoch_rng(epoch).bit_generator.state
+def _weights_blob(ckpt: Checkpoint) -> bytes:
+    """The weights file's bytes: an uncompressed ``.npz`` of parameters and ``aux:`` arrays."""
+    if any(name.startswith(AUX_PREFIX) for name in ckpt.params):
+        raise CheckpointError(f"parameter names may not start with {AUX_PREFIX!r}")
+    tensors = {k: np.ascontiguousarray(v) for k, v in ckpt.params.items()}
+    tensors.update({AUX_PREFIX + k: np.ascontiguousarray(v) for k, v in ckpt.arrays.items()})
+    buf = io.BytesIO()
+    np.savez(buf, **tensors)
+    return buf.getvalue()
+
+
+def _writable_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create checkpoint directory {str(out)!r}: {exc}") from None
+    if not os.access(out, os.W_OK):
+        raise CheckpointError(f"checkpoint directory {str(out)!r} is not writable")
+
+
+def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` to ``directory`` (created if needed) atomically.
+
+    The weights go to a new ``params-<hash>.npz`` first, then ``checkpoint.json`` (which names it
+    and records its SHA-256) replaces the old one, and only then is the previous weights file
+    removed: a crash at any point leaves a loadable checkpoint.
+
+    Raises:
+        NonFiniteError: a parameter or array is NaN/Inf (nothing is written then).
+        CheckpointError: the directory cannot be created or written.
+    """
+    out = Path(directory)
+    _writable_dir(out)
+    _refuse_non_finite(ckpt, out)
+    blob = _weights_blob(ckpt)
+    sha = hashlib.sha256(blob).hexdigest()
+    params_name = f"params-{sha[:16]}.npz"  # versioned, so the JSON always names a whole file
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": ckpt.model_config.to_dict(),
+        "train_config": ckpt.train_config.to_dict() if ckpt.train_config else None,
+        "vocab": ckpt.vocab.idx_to_token,
+        "step": ckpt.step,
+        "params_sha256": sha,
+        "dtype": str(next(iter(ckpt.params.values())).dtype),
+        "extra": ckpt.extra,
+        "params_file": params_name,
+    }
+    write_atomic(out / params_name, blob)
+    write_json(out / META_FILE, meta)
+    for old in out.glob("params-*.npz"):
+        if old.name != params_name:
+            old.unlink(missing_ok=True)
+    return out
 
 
 def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
     return (Path(directory) / META_FILE).is_file()
+
+
+def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The parsed ``checkpoint.json`` of ``directory``, or None when it is missing or unreadable
+    (for messages only; :func:`load_checkpoint` is the checked way in)."""
+    try:
+        meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _load_metadata(src: Path) -> tuple[dict[str, Any], ModelConfig, TrainConfig | None, Vocab]:
+    # The data package writes its downloads through this module, so the vocabulary is imported
+    # only when a checkpoint is read: no import cycle at load time.
+    from .data.vocab import Vocab
+
+    if not has_checkpoint(src):
+        raise CheckpointError(
+            f"{str(src)!r} is not a checkpoint directory (no {META_FILE}); pass the directory "
+            "that train wrote"
+        )
+    try:
+        meta = json.loads((src / META_FILE).read_text(encoding="utf-8"))
+        model_config = ModelConfig.from_dict(meta["model_config"])
+        train_config = (
+            TrainConfig.from_dict(meta["train_config"]) if meta.get("train_config") else None
+        )
+        vocab = Vocab.from_tokens_list(meta["vocab"])
+        weights = Path(meta["params_file"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(src)!r} is corrupted ({META_FILE}: {exc})"
+        ) from None
+    if weights.name != meta["params_file"]:  # a path would read outside the directory
+        raise CheckpointError(
+            f"checkpoint {str(src)!r} is corrupted ({META_FILE}: params_file "
+            f"{meta['params_file']!r} is not a file name in the directory)"
+        )
+    if len(vocab) != model_config.vocab_size:
+        raise CheckpointError(
+            f"checkpoint {str(src)!r}: vocabulary of {len(vocab)} tokens but vocab_size="
+            f"{model_config.vocab_size}"
+        )
+    return meta, model_config, train_config, vocab
+
+
+def _load_weights(src: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every array of the weights file ``meta`` names, after its SHA-256 is checked."""
+    path = src / meta["params_file"]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(src)!r} lacks its weights {path.name}")
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta.get("params_sha256"):
+        raise CheckpointError(
+            f"checkpoint weights {str(path)!r} are truncated or corrupted (checksum "
+            "mismatch); use an earlier checkpoint"
+        )
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"checkpoint weights {str(path)!r} unreadable: {exc}") from None
+
+
+def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
+    """Read and verify a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: not a checkpoint, corrupted or truncated (checksum), or weights whose
+            names or shapes do not fit the recorded model.
+    """
+    src = Path(directory)
+    meta, model_config, train_config, vocab = _load_metadata(src)
+    stored = _load_weights(src, meta)
+    params = {k: v for k, v in stored.items() if not k.startswith(AUX_PREFIX)}
+    arrays = {k[len(AUX_PREFIX) :]: v for k, v in stored.items() if k.startswith(AUX_PREFIX)}
+    check_params(params, model_config)
+    return Checkpoint(
+        params=params,
+        model_config=model_config,
+        vocab=vocab,
+        train_config=train_config,
+        step=int(meta.get("step", 0)),
+        extra=dict(meta.get("extra") or {}),
+        arrays=arrays,
+    )
 
 
 def find_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -94,199 +319,13 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
     )
 
 
-def guard_output(out: Path, resume_from: Path | None, overwrite: bool) -> None:
-    """Refuse to write into ``out`` when it holds the checkpoint of another run.
-
-    Continuing that very checkpoint (``resume_from``) or ``overwrite=True`` lifts the refusal.
-    """
-    target = out / CHECKPOINT_DIR
-    if overwrite or not has_checkpoint(target):
-        return
-    if resume_from is not None and target.resolve() == resume_from.resolve():
-        return
-    try:
-        meta = json.loads((target / META_FILE).read_text(encoding="utf-8"))
-        what = f" (step {meta.get('step')}, {(meta.get('extra') or {}).get('backend', '?')})"
-    except (OSError, ValueError):
-        what = ""
-    raise UserError(
-        f"output directory {str(out)!r} already holds a checkpoint{what}; pass --resume "
-        f"{str(out)!r} to continue it, --overwrite to replace it, or another --out"
-    )
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Delete the temporary files a killed writer left behind in ``out`` and its checkpoint.
-
-    Only one run writes to a directory (see :func:`guard_output`), so at the start of a run every
-    temporary file there is an orphan: the renames that would have used them never happened.
-    """
-    for folder, prefixes in (
-        (out, (HISTORY_FILE,)),
-        (out / CHECKPOINT_DIR, ("params-", META_FILE)),
-    ):
-        if not folder.is_dir():
-            continue
-        for tmp in folder.glob("*.tmp"):
-            if tmp.name.startswith(prefixes):
-                tmp.unlink(missing_ok=True)
-
-
-def _carry_to_numpy(backend: Backend, carry: Any) -> tuple[np.ndarray, ...] | None:
-    """The native state ``train_step`` returned (a tuple of native arrays) as NumPy arrays."""
-    if carry is None:
-        return None
-    if not isinstance(carry, (tuple, list)):
-        raise TypeError(f"{backend.name}: train_step returned a state that is not a tuple")
-    return tuple(np.asarray(backend.to_numpy(s)) for s in carry)
-
-
-def carry_to_native(backend: Backend, carry: tuple[np.ndarray, ...] | None) -> Any:
-    """A saved carried state as the backend's native state: the same arrays, shapes and types
-    that ``train_step`` returned, so the next step takes the same path as without the restart."""
-    if carry is None:
-        return None
-    return tuple(backend.asarray(a) for a in carry)
-
-
-def save_run(
-    out: Path,
-    backend: Backend,
-    native: Any,
-    carry: Any,
-    corpus: Corpus,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    batches: CharBatches,
-    run: RunState,
-) -> Path:
-    """Write the training checkpoint of ``run`` to ``out/checkpoint`` and the history beside it.
-
-    Raises:
-        NonFiniteError: a weight or the carried state is NaN/Inf (nothing is written then).
-    """
-    params = backend.export(native)
-    saved_carry = _carry_to_numpy(backend, carry)
-    named = {**params, **{f"{CARRY}{i}": a for i, a in enumerate(saved_carry or ())}}
-    for name, value in named.items():
-        if not np.all(np.isfinite(value)):
-            raise NonFiniteError(
-                f"after step {run.step} {name} is not finite; nothing was written, the last "
-                f"checkpoint in {str(out / CHECKPOINT_DIR)!r} is the last good one"
-            )
-    resume = {
-        "format": RESUME_FORMAT,
-        "epoch": run.epoch,
-        "batch": run.batch,
-        "step": run.step,
-        "finished": run.epoch >= train_config.max_epochs,
-        "rng": {
-            "generator": "numpy.random.default_rng([seed, epoch])",
-            "epoch_start_state": _rng_state(batches, run.epoch),
-        },
-        "meter": {"loss_sum": run.loss_sum, "tokens": run.tokens, "batch_ppl": run.batch_ppl},
-        "carry": None if saved_carry is None else len(saved_carry),
-        "corpus_sha256": corpus_fingerprint(corpus.ids),
-        "history": run.history,
-    }
-    ckpt = Checkpoint(
-        params,
-        model_config,
-        corpus.vocab,
-        train_config,
-        step=run.step,
-        extra={"backend": backend.name, "corpus": corpus.name, "resume": resume},
-        arrays={f"{CARRY}{i}": a for i, a in enumerate(saved_carry or ())},
-    )
-    path = save_checkpoint(out / CHECKPOINT_DIR, ckpt)
-    _write_atomic(out / HISTORY_FILE, json.dumps(run.history, indent=1).encode())
-    return path
-
-
-def _config_differences(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
-    return [
-        f"{k}: checkpoint {saved.get(k)!r}, asked {asked.get(k)!r}"
-        for k in sorted(set(saved) | set(asked))
-        if k not in MAY_CHANGE and saved.get(k) != asked.get(k)
-    ]
-
-
 def resume_position(ckpt: Checkpoint, src: Path) -> dict[str, Any]:
-    """The training position a checkpoint records, or a :class:`CheckpointError`."""
-    info = ckpt.extra.get("resume")
+    """The training position a checkpoint records (``extra["resume"]``, see :mod:`.resume`), or
+    a :class:`CheckpointError` when it records none of this format."""
+    info = ckpt.extra.get(RESUME_KEY)
     if not isinstance(info, dict) or info.get("format") != RESUME_FORMAT:
         raise CheckpointError(
             f"checkpoint {str(src)!r} records no training position (written by save_checkpoint "
             "or an older version); it can generate text but not resume training"
         )
     return info
-
-
-def load_run(
-    directory: str | os.PathLike[str],
-    corpus: Corpus,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-) -> tuple[Checkpoint, RunState]:
-    """Load a training checkpoint and check that it belongs to this model, corpus and config.
-
-    Raises:
-        CheckpointError: corrupted, written without a training position, or of another model,
-            vocabulary, corpus or training configuration (the differences are listed).
-    """
-    src = find_checkpoint(directory)
-    ckpt = load_checkpoint(src)
-    info = resume_position(ckpt, src)
-    if ckpt.vocab != corpus.vocab:
-        raise CheckpointError(
-            f"checkpoint {str(src)!r} has a vocabulary of {len(ckpt.vocab)} tokens that differs "
-            f"from the corpus {corpus.name!r} ({len(corpus.vocab)} tokens); resume with the "
-            "corpus the run was started with"
-        )
-    diffs = _config_differences(ckpt.model_config.to_dict(), model_config.to_dict())
-    saved_train = ckpt.train_config.to_dict() if ckpt.train_config else {}
-    diffs += _config_differences(saved_train, train_config.to_dict())
-    if diffs:
-        raise CheckpointError(
-            f"checkpoint {str(src)!r} belongs to another model or training setup ("
-            + "; ".join(diffs)
-            + "); drop those options to continue it, or start a new run with --out elsewhere"
-        )
-    if info.get("corpus_sha256") != corpus_fingerprint(corpus.ids):
-        raise CheckpointError(
-            f"the corpus {corpus.name!r} changed since checkpoint {str(src)!r} was written (same "
-            "vocabulary, different text); resume with the original text"
-        )
-    epoch, batch = int(info["epoch"]), int(info["batch"])
-    if epoch > train_config.max_epochs or (epoch == train_config.max_epochs and batch > 0):
-        raise CheckpointError(
-            f"checkpoint {str(src)!r} has trained {epoch} full epochs and {batch} batches, more "
-            f"than max_epochs={train_config.max_epochs}; ask for at least "
-            f"{epoch + (batch > 0)} epochs"
-        )
-    batches = CharBatches(corpus.ids, train_config)
-    if info["rng"]["epoch_start_state"] != json.loads(json.dumps(_rng_state(batches, epoch))):
-        raise CheckpointError(
-            f"checkpoint {str(src)!r}: the batch order of epoch {epoch} is not the one it was "
-            "trained with (the shuffling code changed); resuming would not replay the same data"
-        )
-    carry = None
-    if info.get("carry") is not None:
-        try:
-            carry = tuple(ckpt.arrays[f"{CARRY}{i}"] for i in range(int(info["carry"])))
-        except KeyError:
-            raise CheckpointError(
-                f"checkpoint {str(src)!r} lacks its carried hidden state; use an earlier one"
-            ) from None
-    meter = info["meter"]
-    run = RunState(
-        epoch=epoch,
-        batch=batch,
-        step=int(info["step"]),
-        loss_sum=float(meter["loss_sum"]),
-        tokens=int(meter["tokens"]),
-        batch_ppl=[float(x) for x in meter["batch_ppl"]],
-        history=dict(info["history"]),
-        carry=carry,
-    )
-    return ckpt, run

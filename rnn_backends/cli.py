@@ -24,9 +24,9 @@ from typing import Any
 
 from . import __version__
 from .backends.registry import BACKENDS, FRAMEWORKS, available_backends, canonical_name, get_backend
+from .checkpointing import Checkpoint
 from .config import DTYPES, ModelConfig, TrainConfig
 from .errors import NonFiniteError, UserError
-from .params import Checkpoint
 
 PROG = "rnn-backends"
 _CONFIG_CLASSES = (ModelConfig, TrainConfig)
@@ -158,10 +158,9 @@ def _train_out(args: argparse.Namespace, resume_dir: Path | None, backend_name: 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpointing import find_checkpoint, resume_position
+    from .checkpointing import find_checkpoint, load_checkpoint, resume_position
     from .data.corpus import load_corpus
     from .generate import generate
-    from .params import load_checkpoint
     from .train import train
 
     if args.num_preds < 0:
@@ -207,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {result.checkpoint}")
     if args.num_preds:
-        print(generate(backend, result.native, corpus.vocab, args.prefix, args.num_preds))
+        print(generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds))
     return 0
 
 
@@ -240,8 +239,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .checkpointing import load_checkpoint
     from .generate import generate
-    from .params import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     dtype = args.dtype or str(next(iter(ckpt.params.values())).dtype)

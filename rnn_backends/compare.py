@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from .backends.registry import BACKENDS, canonical_name, get_backend, is_installed
+from .checkpointing import load_checkpoint, write_json
 from .config import ModelConfig, TrainConfig
 from .data.batching import CharBatches
 from .data.corpus import load_corpus
 from .errors import UserError
 from .generate import generate
-from .params import init_params, load_checkpoint
+from .params import init_params
 from .report import write_report
 from .train import evaluate, train
 from .workers import launch
@@ -94,12 +94,6 @@ class Spec:
         return TrainConfig.from_dict(self.train)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def _read_spec(out: Path) -> Spec:
     return Spec(**json.loads((out / "spec.json").read_text()))
 
@@ -141,10 +135,10 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     seconds = result.history["step_seconds"]
     steady = seconds[1:] or seconds
     tokens = train_config.batch_size * train_config.num_steps
-    greedy = generate(backend, result.native, corpus.vocab, spec.prefix, spec.num_preds)
+    greedy = generate(backend, result.tensors, corpus.vocab, spec.prefix, spec.num_preds)
     sampled = generate(
         backend,
-        result.native,
+        result.tensors,
         corpus.vocab,
         spec.prefix,
         spec.num_preds,
@@ -170,7 +164,7 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
         "greedy_text": greedy,
         "sampled_text": sampled,
     }
-    _write_json(folder / "record.json", record)
+    write_json(folder / "record.json", record)
 
 
 def _interchange_phase(backend, corpus, train_config, spec, out: Path, folder: Path) -> None:
@@ -183,7 +177,7 @@ def _interchange_phase(backend, corpus, train_config, spec, out: Path, folder: P
         ppl = evaluate(backend, native, batches.val_batches(), batches.carries_state)
         text = generate(backend, native, ckpt.vocab, spec.prefix, spec.num_preds)
         rows[source] = {"val_ppl": ppl.token, "greedy_text": text}
-    _write_json(folder / "interchange.json", rows)
+    write_json(folder / "interchange.json", rows)
 
 
 # --- orchestrator ------------------------------------------------------------------------------
@@ -222,7 +216,7 @@ def run_compare(
     # Check the run is valid (corpus, sizes) before starting any process.
     corpus = load_corpus(spec.corpus)
     CharBatches(corpus.ids, spec.train_config())
-    _write_json(out / "spec.json", dataclasses.asdict(spec))
+    write_json(out / "spec.json", dataclasses.asdict(spec))
     status: dict[str, str] = {}
     t_start = time.perf_counter()
     for phase in ("train", "interchange"):

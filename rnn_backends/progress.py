@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from types import TracebackType
 from typing import TextIO
 
 
 class Progress:
-    """``Progress(total, label)``; call ``update(n, **fields)`` and ``close()``."""
+    """``with Progress(total, label) as bar: bar.update(n, **fields)``; leaving the block, by any
+    exit, ends the bar's line (or call ``close()``, which only acts once)."""
 
     def __init__(
         self, total: int, label: str = "", enabled: bool | None = None, stream: TextIO | None = None
@@ -20,6 +22,7 @@ class Progress:
         self.done = 0
         self.start = time.perf_counter()
         self._last = 0.0
+        self.closed = False
 
     def update(self, n: int = 1, **fields: float | str) -> None:
         self.done += n
@@ -40,6 +43,18 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and not self.closed:
             self.stream.write("\n")
             self.stream.flush()
+        self.closed = True
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

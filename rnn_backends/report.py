@@ -6,10 +6,11 @@ the tolerances, and this module only writes them out.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from .checkpointing import write_atomic, write_json
 
 
 def _fmt(x: Any, spec: str) -> str:
@@ -168,6 +169,6 @@ def write_report(out: Path, report: dict[str, Any], oracle: str) -> dict[str, An
     """Write the plots, ``report.json`` and ``report.md`` under ``out`` for the verdict
     ``report``; returns it with the names of the plots drawn added as ``"plots"``."""
     report = {**report, "plots": _plots(out, report["frameworks"])}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(markdown(report, oracle))
+    write_json(out / "report.json", report)
+    write_atomic(out / "report.md", markdown(report, oracle).encode("utf-8"))
     return report

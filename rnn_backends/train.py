@@ -3,6 +3,11 @@
 Perplexity is exp of the token-weighted mean cross-entropy. The textbook's figure (the mean of
 per-batch exp(loss)) is reported beside it for parity; the two differ when batches differ in size
 or loss.
+
+:func:`train` checks its arguments, opens the output directory and hands the run to a
+:class:`_Run`, which holds what changes from step to step (the backend's tensors, the carried
+state, the :class:`RunState`) and does one epoch, one step, one evaluation or one checkpoint at a
+time.
 """
 
 from __future__ import annotations
@@ -16,62 +21,31 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend
+from .backends.base import Backend, StepResult
 from .checkpointing import (
-    RunState,
-    carry_to_native,
+    CHECKPOINT_DIR,
+    Checkpoint,
     find_checkpoint,
-    guard_output,
-    load_run,
     remove_stale_temporaries,
-    save_run,
 )
 from .config import ModelConfig, TrainConfig
 from .data.batching import Batch, CharBatches
 from .data.corpus import Corpus
 from .errors import ConfigError, NonFiniteError, UserError
+from .metrics import Meter, Perplexity
 from .params import init_params
 from .progress import Progress
+from .resume import RunState, carry_to_tensors, guard_output, load_run, save_run
 
-
-@dataclass
-class Perplexity:
-    """Token-weighted perplexity and the textbook's mean of per-batch exp(loss)."""
-
-    token: float
-    book: float
-    loss: float
-    tokens: int
-
-
-def _exp(x: float) -> float:
-    """exp that saturates at inf: a diverging run has losses past 709, where math.exp raises."""
-    return math.exp(x) if x < 709.0 else math.inf
-
-
-class _Meter:
-    def __init__(self) -> None:
-        self.loss_sum = 0.0
-        self.tokens = 0
-        self.batch_ppl: list[float] = []
-
-    def add(self, loss: float, tokens: int) -> None:
-        self.loss_sum += loss * tokens
-        self.tokens += tokens
-        self.batch_ppl.append(_exp(loss))
-
-    def result(self) -> Perplexity:
-        if not self.tokens:
-            return Perplexity(float("nan"), float("nan"), float("nan"), 0)
-        mean = self.loss_sum / self.tokens
-        return Perplexity(_exp(mean), float(np.mean(self.batch_ppl)), mean, self.tokens)
+__all__ = ["Perplexity", "TrainResult", "evaluate", "train"]
 
 
 def evaluate(
     backend: Backend, params: Any, batches: Iterable[Batch], carry_state: bool
 ) -> Perplexity:
-    """Perplexity of ``params`` over ``batches`` (no updates)."""
-    meter = _Meter()
+    """Perplexity of ``params`` (canonical NumPy weights or the backend's tensors) over
+    ``batches`` (no updates); the state is carried from batch to batch when ``carry_state``."""
+    meter = Meter()
     state = None
     for X, Y in batches:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -83,10 +57,13 @@ def evaluate(
 
 @dataclass
 class TrainResult:
+    """The final canonical weights, the history, the checkpoint directory (None without
+    ``out_dir``) and the final weights as the backend's tensors (to generate without a copy)."""
+
     params: dict[str, np.ndarray]
     history: dict[str, Any]
     checkpoint: Path | None = None
-    native: Any = field(default=None, repr=False)
+    tensors: Any = field(default=None, repr=False)
 
 
 def _history_header(
@@ -101,6 +78,184 @@ def _history_header(
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),
     }
+
+
+def _check_arguments(
+    backend: Backend,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    params: dict[str, np.ndarray] | None,
+    resume: str | Path | None,
+    checkpoint_every: int | None,
+) -> None:
+    """The refusals that need no file: a model the backend cannot train, a backend built for
+    another dtype than the one the run records, a bad ``checkpoint_every``, two starting points."""
+    model_config.check_trainable(backend)  # a bidirectional model is refused, with the reason
+    if backend.dtype != train_config.dtype:
+        raise ConfigError(
+            f"the backend computes in {backend.dtype} but train_config.dtype is "
+            f"{train_config.dtype!r}, which the run and its checkpoints would record; build the "
+            f"backend with get_backend({backend.name!r}, dtype=train_config.dtype) or pass "
+            f"TrainConfig(dtype={backend.dtype!r})"
+        )
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, int)
+        or checkpoint_every <= 0
+    ):
+        raise ConfigError(
+            f"checkpoint_every must be a positive number of steps, got {checkpoint_every!r}; "
+            "omit it to checkpoint only at the start and the end"
+        )
+    if resume is not None and params is not None:
+        raise UserError("pass either params or resume, not both: a resumed run has its weights")
+
+
+def _open_output(
+    out_dir: str | Path | None, resume_dir: Path | None, overwrite: bool
+) -> Path | None:
+    """The output directory, created and cleared of a killed writer's temporary files, unless it
+    holds another run's checkpoint (see :func:`guard_output`)."""
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    guard_output(out, resume_dir, overwrite)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory {str(out)!r}: {exc.strerror}") from None
+    remove_stale_temporaries(out)
+    return out
+
+
+def _initial_state(
+    header: dict[str, Any],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    params: dict[str, np.ndarray] | None,
+    loaded: tuple[Checkpoint, RunState] | None,
+) -> tuple[dict[str, np.ndarray], RunState]:
+    """The starting weights and run state: a resumed checkpoint's, or ``params`` (default
+    ``init_params``) at step 0 with an empty history."""
+    if loaded is not None:
+        ckpt, state = loaded
+        state.history.update(header)
+        return ckpt.params, state
+    if params is None:
+        params = init_params(model_config, train_config.seed, train_config.dtype)
+    empty = {"epochs": [], "step_loss": [], "step_grad_norm": [], "step_seconds": []}
+    return params, RunState(history={**header, **empty})
+
+
+@dataclass
+class _Run:
+    """A run in progress: what changes from step to step and where it is saved."""
+
+    backend: Backend
+    corpus: Corpus
+    model_config: ModelConfig
+    train_config: TrainConfig
+    batches: CharBatches
+    out: Path | None  # the run directory, or None to write nothing
+    state: RunState
+    tensors: Any  # the backend's parameters, kept as its tensors between steps
+    carry: Any = None  # the backend's state after the last step (used when batches carry it)
+    on_step: Callable[[int, float, float], None] | None = None
+    checkpoint_every: int | None = None
+    last_saved: int | None = None  # the step of the checkpoint on disk that this run wrote
+
+    def save(self) -> None:
+        """Write the training checkpoint and the history (nothing without an output directory)."""
+        if self.out is None:
+            return
+        carry = self.carry if self.batches.carries_state else None
+        save_run(self.out, self.backend, self.tensors, carry, self.corpus, self.model_config,
+                 self.train_config, self.batches, self.state)  # fmt: skip
+        self.last_saved = self.state.step
+
+    def train_epoch(self, epoch: int, bar: Progress) -> None:
+        """The rest of ``epoch``'s training batches (all of them unless resumed mid-epoch), with
+        checkpoints every ``checkpoint_every`` steps, then the epoch's perplexities."""
+        if epoch != self.state.epoch:
+            self.state.new_epoch(epoch)
+            self.carry = None
+        for index, (X, Y) in enumerate(self.batches.train_batches(epoch)):
+            if index < self.state.batch:
+                continue  # done before the checkpoint this run resumed from
+            loss = self._step(epoch, index, X, Y)
+            bar.update(1, epoch=epoch + 1, loss=loss)
+            if self.checkpoint_every is not None and self.state.step % self.checkpoint_every == 0:
+                self.save()
+        self._record_epoch(epoch)
+
+    def _step(self, epoch: int, index: int, X: np.ndarray, Y: np.ndarray) -> float:
+        """One update on batch ``index`` (X, Y: (B, T) ids), recorded in the meter and history;
+        returns its loss. A non-finite loss or gradient norm raises before anything is kept."""
+        t0 = time.perf_counter()
+        # A diverging step overflows; the check below reports it with its step, so NumPy's own
+        # overflow warnings (the oracle's) would only be noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = self.backend.train_step(
+                self.tensors,
+                X,
+                Y,
+                self.carry if self.batches.carries_state else None,
+                lr=self.train_config.lr,
+                grad_clip=self.train_config.grad_clip,
+            )
+        seconds = time.perf_counter() - t0
+        if not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
+            raise self._diverged(res, epoch)
+        self.tensors, self.carry = res.params, res.state
+        state = self.state
+        state.meter.add(res.loss, X.size)
+        state.history["step_loss"].append(res.loss)
+        state.history["step_grad_norm"].append(res.grad_norm)
+        state.history["step_seconds"].append(seconds)
+        if self.on_step is not None:
+            self.on_step(state.step, res.loss, seconds)
+        state.step += 1
+        state.batch = index + 1
+        return res.loss
+
+    def _diverged(self, res: StepResult, epoch: int) -> NonFiniteError:
+        kept = (
+            f"; the last good checkpoint (step {self.last_saved}) is in "
+            f"{str(self.out / CHECKPOINT_DIR)!r}"
+            if self.out is not None and self.last_saved is not None
+            else ""
+        )
+        return NonFiniteError(
+            f"step {self.state.step} (epoch {epoch}) produced a non-finite "
+            f"{'loss' if not math.isfinite(res.loss) else 'gradient'} "
+            f"(loss={res.loss}, grad norm={res.grad_norm}){kept}; lower --lr or keep "
+            "clipping on"
+        )
+
+    def _record_epoch(self, epoch: int) -> None:
+        """Append the epoch's training and validation perplexities to the history."""
+        train_ppl = self.state.meter.result()
+        val_ppl = evaluate(
+            self.backend, self.tensors, self.batches.val_batches(), self.batches.carries_state
+        )
+        self.state.history["epochs"].append(
+            {
+                "epoch": epoch + 1,
+                "train_ppl": train_ppl.token,
+                "train_ppl_book": train_ppl.book,
+                "val_ppl": val_ppl.token,
+                "val_ppl_book": val_ppl.book,
+            }
+        )
+
+    def finish(self) -> TrainResult:
+        """Mark the run finished, write its last checkpoint and return the result."""
+        self.state.new_epoch(self.train_config.max_epochs)
+        self.carry = None
+        final = self.backend.export(self.tensors)
+        self.save()
+        where = self.out / CHECKPOINT_DIR if self.out is not None else None
+        return TrainResult(final, self.state.history, checkpoint=where, tensors=self.tensors)
 
 
 def train(
@@ -120,6 +275,7 @@ def train(
     """Train from ``init_params(model_config, seed)`` (or ``params``) and return the result.
 
     Arguments:
+        backend: built for ``train_config.dtype`` (``get_backend(name, dtype=...)``).
         out_dir: where ``history.json`` and ``checkpoint/`` go (nothing written if None). A
             checkpoint is written at step 0, every ``checkpoint_every`` steps and at the end.
         progress: show a progress bar (default: when stderr is a terminal).
@@ -132,147 +288,33 @@ def train(
     Raises:
         NonFiniteError: a loss or gradient norm became NaN/Inf (the step is named); the
             checkpoint on disk is then the last good one.
+        ConfigError: the backend's dtype is not ``train_config.dtype``, or a bad argument.
         CheckpointError: ``resume`` is corrupted or belongs to another model, corpus or config.
         UserError: ``out_dir`` holds another run's checkpoint, or cannot be created.
     """
-    model_config.check_trainable(backend)  # a bidirectional model is refused, with the reason
-    if checkpoint_every is not None and (
-        isinstance(checkpoint_every, bool)
-        or not isinstance(checkpoint_every, int)
-        or checkpoint_every <= 0
-    ):
-        raise ConfigError(
-            f"checkpoint_every must be a positive number of steps, got {checkpoint_every!r}; "
-            "omit it to checkpoint only at the start and the end"
-        )
-    if resume is not None and params is not None:
-        raise UserError("pass either params or resume, not both: a resumed run has its weights")
+    _check_arguments(backend, model_config, train_config, params, resume, checkpoint_every)
     resume_dir = find_checkpoint(resume) if resume is not None else None
-    if resume_dir is not None:  # first, so that a checkpoint of another model says so
-        ckpt, run = load_run(resume_dir, corpus, model_config, train_config)
+    # Loaded first, so that a checkpoint of another model says so.
+    loaded = load_run(resume_dir, corpus, model_config, train_config) if resume_dir else None
     if model_config.vocab_size != len(corpus.vocab):
         raise UserError(
             f"model vocab_size={model_config.vocab_size} but the corpus vocabulary has "
             f"{len(corpus.vocab)} tokens"
         )
     batches = CharBatches(corpus.ids, train_config)
-    n_batches = batches.num_train_batches()
-    # Only now, with every input checked, is the output directory touched.
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        guard_output(out, resume_dir, overwrite)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(
-                f"cannot create output directory {str(out)!r}: {exc.strerror}"
-            ) from None
-        remove_stale_temporaries(out)
+    out = _open_output(out_dir, resume_dir, overwrite)  # only now, with every input checked
     header = _history_header(backend, corpus, model_config, train_config)
-    if resume_dir is not None:
-        start = ckpt.params
-        run.history.update(header)
-    else:
-        start = (
-            params
-            if params is not None
-            else init_params(model_config, train_config.seed, train_config.dtype)
-        )
-        run = RunState(
-            history={
-                **header,
-                "epochs": [],
-                "step_loss": [],
-                "step_grad_norm": [],
-                "step_seconds": [],
-            }
-        )
-    history = run.history
-    native = backend.prepare(start)
-    state = carry_to_native(backend, run.carry)
-    last_saved: int | None = None
-
-    def checkpoint() -> None:
-        nonlocal last_saved
-        if out is not None:
-            carry = state if batches.carries_state else None
-            save_run(out, backend, native, carry, corpus, model_config, train_config, batches, run)
-            last_saved = run.step
-
+    start, state = _initial_state(header, model_config, train_config, params, loaded)
+    run = _Run(backend, corpus, model_config, train_config, batches, out, state,
+               tensors=backend.prepare(start), carry=carry_to_tensors(backend, state.carry),
+               on_step=on_step, checkpoint_every=checkpoint_every)  # fmt: skip
     if resume_dir is None:
-        checkpoint()  # step 0: the directory now belongs to this run, and a kill can resume
-    else:
-        same_dir = out is not None and (out / "checkpoint").resolve() == resume_dir.resolve()
-        last_saved = run.step if same_dir else None
-    bar = Progress(train_config.max_epochs * n_batches, backend.name, enabled=progress)
-    bar.update(run.epoch * n_batches + run.batch)
-    for epoch in range(run.epoch, train_config.max_epochs):
-        if epoch != run.epoch:
-            run.new_epoch(epoch)
-            state = None
-        for index, (X, Y) in enumerate(batches.train_batches(epoch)):
-            if index < run.batch:
-                continue  # done before the checkpoint this run resumed from
-            t0 = time.perf_counter()
-            # A diverging step overflows; the check below reports it with its step, so NumPy's
-            # own overflow warnings (the oracle's) would only be noise.
-            with np.errstate(over="ignore", invalid="ignore"):
-                res = backend.train_step(
-                    native,
-                    X,
-                    Y,
-                    state if batches.carries_state else None,
-                    lr=train_config.lr,
-                    grad_clip=train_config.grad_clip,
-                )
-            seconds = time.perf_counter() - t0
-            if not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
-                bar.close()
-                kept = (
-                    f"; the last good checkpoint (step {last_saved}) is in "
-                    f"{str(out / 'checkpoint')!r}"
-                    if out is not None and last_saved is not None
-                    else ""
-                )
-                raise NonFiniteError(
-                    f"step {run.step} (epoch {epoch}) produced a non-finite "
-                    f"{'loss' if not math.isfinite(res.loss) else 'gradient'} "
-                    f"(loss={res.loss}, grad norm={res.grad_norm}){kept}; lower --lr or keep "
-                    "clipping on"
-                )
-            native, state = res.params, res.state
-            run.loss_sum += res.loss * X.size
-            run.tokens += X.size
-            run.batch_ppl.append(_exp(res.loss))
-            history["step_loss"].append(res.loss)
-            history["step_grad_norm"].append(res.grad_norm)
-            history["step_seconds"].append(seconds)
-            if on_step is not None:
-                on_step(run.step, res.loss, seconds)
-            run.step += 1
-            run.batch = index + 1
-            bar.update(1, epoch=epoch + 1, loss=res.loss)
-            if checkpoint_every is not None and run.step % checkpoint_every == 0:
-                checkpoint()
-        meter = _Meter()
-        meter.loss_sum, meter.tokens, meter.batch_ppl = run.loss_sum, run.tokens, run.batch_ppl
-        train_ppl = meter.result()
-        val_ppl = evaluate(backend, native, batches.val_batches(), batches.carries_state)
-        history["epochs"].append(
-            {
-                "epoch": epoch + 1,
-                "train_ppl": train_ppl.token,
-                "train_ppl_book": train_ppl.book,
-                "val_ppl": val_ppl.token,
-                "val_ppl_book": val_ppl.book,
-            }
-        )
-    bar.close()
-    run.new_epoch(train_config.max_epochs)
-    state = None
-    final = backend.export(native)
-    ckpt_path = None
-    if out is not None:
-        checkpoint()
-        ckpt_path = out / "checkpoint"
-    return TrainResult(params=final, history=history, checkpoint=ckpt_path, native=native)
+        run.save()  # step 0: the directory now belongs to this run, and a kill can resume
+    elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():
+        run.last_saved = state.step
+    n_batches = batches.num_train_batches()
+    with Progress(train_config.max_epochs * n_batches, backend.name, enabled=progress) as bar:
+        bar.update(state.epoch * n_batches + state.batch)
+        for epoch in range(state.epoch, train_config.max_epochs):
+            run.train_epoch(epoch, bar)
+    return run.finish()

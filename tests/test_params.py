@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from rnn_backends import ModelConfig, TrainConfig, Vocab, init_params, param_shapes
-from rnn_backends.errors import CheckpointError
-from rnn_backends.params import Checkpoint, load_checkpoint, save_checkpoint
+from rnn_backends.checkpointing import Checkpoint, load_checkpoint, save_checkpoint
+from rnn_backends.errors import CheckpointError, NonFiniteError
 
 
 def test_shapes_are_the_books():
@@ -101,6 +101,6 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 def test_non_finite_weights_are_never_saved(tmp_path):
     ckpt = _ckpt()
     ckpt.params["b_q"][0] = np.nan
-    with pytest.raises(CheckpointError, match="not finite"):
+    with pytest.raises(NonFiniteError, match="not finite"):
         save_checkpoint(tmp_path, ckpt)
     assert not (tmp_path / "checkpoint.json").exists()

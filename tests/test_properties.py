@@ -18,10 +18,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rnn_backends import ModelConfig, TrainConfig, Vocab, get_backend, init_params, preprocess
+from rnn_backends.checkpointing import Checkpoint, load_checkpoint, save_checkpoint
 from rnn_backends.data import CharBatches, windows
 from rnn_backends.data.vocab import UNK
 from rnn_backends.errors import CorpusError
-from rnn_backends.params import Checkpoint, load_checkpoint, save_checkpoint
 
 FAST = settings(max_examples=40, deadline=None)
 letters_and_space = st.text(alphabet=string.ascii_lowercase + " ", min_size=1, max_size=200)

@@ -82,7 +82,9 @@ def _run(kind: str, index: int, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-PER_CHECKPOINT = {"fsync": 4, "replace": 3}  # weights, metadata, (folder,) history
+# Per checkpoint: three files (weights, metadata, history), each fsynced, renamed, and its folder
+# fsynced after the rename.
+PER_CHECKPOINT = {"fsync": 6, "replace": 3}
 
 
 def _kill_plan(name: str) -> list[tuple[str, int, int]]:

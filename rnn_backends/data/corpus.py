@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpointing import atomic_stream
 from ..errors import CorpusError, DownloadError
 from .default_corpus import default_text
 from .text import preprocess, tokenize
@@ -65,35 +65,31 @@ def sha1_of(path: Path) -> str:
 def download(url: str, dest: Path, sha1: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically; keep it only if its SHA-1 is ``sha1``.
 
-    The bytes go to a temporary file beside ``dest``, which is checked, fsynced and renamed; on
-    any failure (network, interruption, checksum) the temporary file is removed.
+    The bytes stream into a temporary file beside ``dest`` (:func:`atomic_stream`), which becomes
+    ``dest`` only after the length and checksum are verified; on any failure (network,
+    interruption, checksum) it is removed.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    with atomic_stream(dest) as out:
         digest = hashlib.sha1()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    expected = resp.headers.get("Content-Length")
-                    received = 0
-                    for block in iter(lambda: resp.read(1 << 16), b""):
-                        out.write(block)
-                        digest.update(block)
-                        received += len(block)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise DownloadError(
-                    f"could not download {url}: {exc}; check the network, or place "
-                    f"{dest.name} in ${DATA_ENV}"
-                ) from None
-            if expected is not None and received != int(expected):
-                raise DownloadError(
-                    f"download of {url} was interrupted: got {received} of {expected} bytes; "
-                    "run the command again"
-                )
-            out.flush()
-            os.fsync(out.fileno())
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                expected = resp.headers.get("Content-Length")
+                received = 0
+                for block in iter(lambda: resp.read(1 << 16), b""):
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DownloadError(
+                f"could not download {url}: {exc}; check the network, or place "
+                f"{dest.name} in ${DATA_ENV}"
+            ) from None
+        if expected is not None and received != int(expected):
+            raise DownloadError(
+                f"download of {url} was interrupted: got {received} of {expected} bytes; "
+                "run the command again"
+            )
         got = digest.hexdigest()
         if got != sha1:
             raise DownloadError(
@@ -101,11 +97,7 @@ def download(url: str, dest: Path, sha1: str, timeout: float = 60.0) -> Path:
                 "discarded. Try again later, or place a correct copy in "
                 f"${DATA_ENV}"
             )
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return dest
 
 
 def timemachine_path(download_missing: bool = True) -> Path:
