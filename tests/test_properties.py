@@ -222,6 +222,21 @@ def test_loss_and_grads_of_two_equal_batches_are_their_means(s):
         np.testing.assert_allclose(gb[k], (g1[k] + g2[k]) / 2, rtol=1e-10, atol=1e-14)
 
 
+def _book_loss(params, X, Y):
+    """Mean cross-entropy of the book's tanh RNN, written here from its equations (zero initial
+    state), independently of the oracle: h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h),
+    o_t = h_t W_hq + b_q."""
+    B, T = X.shape
+    h = np.zeros((B, params["W_hh"].shape[0]))
+    total = 0.0
+    for t in range(T):
+        h = np.tanh(params["W_xh"][X[:, t]] + h @ params["W_hh"] + params["b_h"])
+        o = h @ params["W_hq"] + params["b_q"]
+        log_z = o.max(axis=1) + np.log(np.exp(o - o.max(axis=1, keepdims=True)).sum(axis=1))
+        total += float((log_z - o[np.arange(B), Y[:, t]]).sum())
+    return total / (B * T)
+
+
 @FAST
 @given(model_setups, st.floats(1e-3, 10))
 def test_an_unclipped_step_is_plain_sgd(s, lr):
@@ -229,7 +244,10 @@ def test_an_unclipped_step_is_plain_sgd(s, lr):
     params, X, Y = _random_model(s)
     loss, grads = oracle.loss_and_grads(params, X, Y)
     res = oracle.train_step(params, X, Y, lr=lr, grad_clip=0.0)
-    assert res.loss == loss
+    # The step reports the loss before its update: the book's loss of the old weights.
+    expected = _book_loss(params, X, Y)
+    assert res.loss == pytest.approx(expected, rel=1e-12)
+    assert loss == pytest.approx(expected, rel=1e-12)
     norm = math.sqrt(sum(float((g**2).sum()) for g in grads.values()))
     assert res.grad_norm == pytest.approx(norm, rel=1e-12)
     new = oracle.export(res.params)

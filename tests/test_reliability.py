@@ -18,7 +18,13 @@ import pytest
 from conftest import make_backend
 
 from rnn_backends import ModelConfig, TrainConfig, load_checkpoint, load_corpus
-from rnn_backends.checkpointing import CHECKPOINT_DIR, HISTORY_FILE
+from rnn_backends.checkpointing import (
+    CHECKPOINT_DIR,
+    HISTORY_FILE,
+    atomic_stream,
+    write_atomic,
+    write_json,
+)
 from rnn_backends.cli import main
 from rnn_backends.errors import NonFiniteError
 from rnn_backends.train import train
@@ -162,6 +168,32 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(backend_name, tmp
 
 class _Stop(Exception):
     pass
+
+
+# --- the atomic writer --------------------------------------------------------------------------
+
+
+def test_a_write_that_fails_midway_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "record.json"
+    write_json(target, {"step": 1})
+    with pytest.raises(_Stop), atomic_stream(target) as fh:
+        fh.write(b'{"step": 2, "trunc')
+        raise _Stop
+    assert json.loads(target.read_text()) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
+    """Each writer streams into its own temporary file, so interleaved writers each commit a
+    whole file (the last rename wins) and never a mixture."""
+    target = tmp_path / "out.bin"
+    with atomic_stream(target) as first:
+        first.write(b"first " * 1000)
+        write_atomic(target, b"second")  # a whole other write, committed meanwhile
+        assert target.read_bytes() == b"second"
+        first.write(b"end")
+    assert target.read_bytes() == b"first " * 1000 + b"end"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
 def _setup(batching: str, dtype: str = "float32"):
