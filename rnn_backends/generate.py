@@ -42,8 +42,9 @@ def generate(
 ) -> str:
     """The prefix followed by ``num_preds`` generated characters.
 
-    The prefix is preprocessed like the corpus; characters the vocabulary lacks map to ``<unk>``
-    with a warning.
+    ``params`` are canonical NumPy weights or already the backend's tensors (as
+    ``TrainResult.tensors``). The prefix is preprocessed like the corpus; characters the
+    vocabulary lacks map to ``<unk>`` with a warning.
     """
     if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
         raise UserError(f"num_preds must be an integer >= 0, got {num_preds!r}")
