@@ -25,7 +25,7 @@ Variants (identical numbers, different cost); every cell supports all three:
   candidate cannot take it (r multiplies ``h W_hh`` alone), so it keeps two matmuls there.
 * ``fast``: the input projections of all gates for all steps at once, hoisted out of the loop (a
   row gather of the stacked ``W_x`` for token ids, one matmul for deeper layers); the recurrent
-  matmuls of the gates fused into one per step; the output projection batched after the loop.
+  matmuls of the gates joined into one per step; the output projection batched after the loop.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import CELL_GATES, CELL_STATES, ModelConfig
+from .config import CELL_SPECS, ModelConfig
 from .params import layer_prefix
 
 CELL_VARIANTS = ("textbook", "concat", "fast")
@@ -47,7 +47,14 @@ class Ops:
 
     Shapes use B batch, T time, V vocabulary, H hidden. Arrays also support ``+``, ``-``, ``*``
     with arrays and Python floats, and basic slicing of the last axis (``x[..., a:b]``).
+
+    Arguments:
+        dtype: the framework's float dtype, which ``one_hot`` (and any array made from nothing)
+            takes.
     """
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = dtype
 
     def matmul(self, a: Array, b: Array) -> Array: ...
     def tanh(self, x: Array) -> Array: ...
@@ -92,7 +99,7 @@ class _Gates:
         self.ops, self.w, self.variant = ops, w, variant
         self.index = {g: k for k, g in enumerate(gates)}
         self.H = w["W_h" + gates[0]].shape[0]
-        self._fused: dict[tuple[str, ...], Array] = {}
+        self._joined: dict[tuple[str, ...], Array] = {}
         if variant == "concat":
             self.cat = {g: ops.concat([w["W_x" + g], w["W_h" + g]], axis=0) for g in gates}
 
@@ -116,9 +123,9 @@ class _Gates:
         ops, w = self.ops, self.w
         if self.variant != "fast" or len(gates) == 1:
             return [ops.matmul(h, w["W_h" + g]) for g in gates]
-        if gates not in self._fused:
-            self._fused[gates] = ops.concat([w["W_h" + g] for g in gates], axis=1)
-        hw = ops.matmul(h, self._fused[gates])
+        if gates not in self._joined:
+            self._joined[gates] = ops.concat([w["W_h" + g] for g in gates], axis=1)
+        hw = ops.matmul(h, self._joined[gates])
         return [hw[..., k * self.H : (k + 1) * self.H] for k in range(len(gates))]
 
     def pre(self, x: Array, h: Array, gates: tuple[str, ...]) -> list[Array]:
@@ -180,8 +187,8 @@ def model_logits(
     """
     check_variant(variant)
     cell, L, D = model.cell, model.num_layers, model.num_directions
-    gate_names = CELL_GATES[cell]
-    n_states = len(CELL_STATES[cell])
+    gate_names = CELL_SPECS[cell].gates
+    n_states = len(CELL_SPECS[cell].states)
     xin: Array = ops.swap_bt(X)  # (T, B): the loop runs over time
     finals: list[tuple[Array, ...]] = []
     for layer in range(L):
@@ -229,14 +236,16 @@ def global_norm(ops: Ops, grads: dict[str, Array]) -> Array:
 
 
 def clip_and_sgd(
-    ops: Ops, params: dict[str, Array], grads: dict[str, Array], lr: float, max_norm: float
+    ops: Ops, params: dict[str, Array], grads: dict[str, Array], lr: Any, max_norm: Any
 ) -> tuple[dict[str, Array], Array]:
-    """SGD on gradients scaled by ``min(1, max_norm / ||g||)``; returns (new params, ||g||)."""
+    """SGD on gradients scaled by ``min(1, max_norm / ||g||)``; returns (new params, ||g||).
+
+    ``max_norm`` is a positive number or ``inf`` (no clipping), a Python float or a scalar tensor.
+    There is no branch on it, so a compiled step serves every threshold. A zero gradient norm
+    gives ``max_norm / 0 = inf`` (also for ``max_norm = inf``), so the scale is 1, never NaN.
+    """
     norm = global_norm(ops, grads)
-    if max_norm > 0:
-        step = ops.minimum(max_norm / norm, 1.0) * lr
-    else:
-        step = lr
+    step = ops.minimum(max_norm / norm, 1.0) * lr
     return {k: p - step * grads[k] for k, p in params.items()}, norm
 
 

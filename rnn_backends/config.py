@@ -13,11 +13,55 @@ from typing import Any
 
 from .errors import ConfigError
 
-CELLS = ("rnn", "gru", "lstm")
-CELL_GATES = {"rnn": ("h",), "gru": ("z", "r", "h"), "lstm": ("i", "f", "o", "c")}
-"""Per cell, the book's gate letters: parameters ``W_x<g>``, ``W_h<g>``, ``b_<g>`` for each."""
-CELL_STATES = {"rnn": ("h",), "gru": ("h",), "lstm": ("h", "c")}
-"""Per cell, the tensors of its recurrent state, in the order of the public state tuple."""
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One recurrent cell: its gates, its state, and how each framework's native layer lays the
+    gates out. Everything that needs these facts (params, cells, the adapters) reads them here.
+
+    Shapes, for input width I (V for layer 0), hidden size H, batch B, L layers, D directions:
+    every gate ``g`` has ``W_x<g>`` (I, H), ``W_h<g>`` (H, H) and ``b_<g>`` (H,); every state
+    tensor is (L * D, B, H).
+
+    Attributes:
+        name: ``"rnn"``, ``"gru"`` or ``"lstm"``.
+        gates: the book's gate letters in the book's order (the order of the parameters).
+        states: the state tensors in the order of the public state tuple.
+        torch_gates: the order ``torch.nn.RNN/GRU/LSTM`` stacks the gates along the rows of
+            ``weight_ih``/``weight_hh`` (cuDNN's layout), in the book's letters.
+        gluon_gates: the same for Gluon's ``i2h``/``h2h`` weights.
+        keras_gates: the order Keras 3 puts the gates side by side along the columns of
+            ``kernel``/``recurrent_kernel``.
+        flax_names: per gate in ``gates`` order, the suffix of Flax's Dense layers for it (``i``
+            + suffix reads x, ``h`` + suffix reads h; the tanh cell's are plain ``i`` and ``h``).
+        flax_bias: which of a gate's two Flax Dense layers carries its bias, ``"i"`` or ``"h"``.
+    """
+
+    name: str
+    gates: tuple[str, ...]
+    states: tuple[str, ...]
+    torch_gates: tuple[str, ...]
+    gluon_gates: tuple[str, ...]
+    keras_gates: tuple[str, ...]
+    flax_names: tuple[str, ...]
+    flax_bias: str
+
+
+CELL_SPECS: dict[str, CellSpec] = {
+    s.name: s
+    for s in (
+        CellSpec("rnn", ("h",), ("h",), ("h",), ("h",), ("h",), ("",), "i"),
+        # torch's and Gluon's GRU call the candidate "n", Flax's too; their LSTM calls it "g".
+        CellSpec("gru", ("z", "r", "h"), ("h",), ("r", "z", "h"), ("r", "z", "h"),
+                 ("z", "r", "h"), ("z", "r", "n"), "i"),
+        CellSpec("lstm", ("i", "f", "o", "c"), ("h", "c"), ("i", "f", "c", "o"),
+                 ("i", "f", "c", "o"), ("i", "f", "c", "o"), ("i", "f", "o", "g"), "h"),
+    )
+}
+CELLS = tuple(CELL_SPECS)
+# Views of CELL_SPECS by the names params.py reads.
+CELL_GATES = {name: spec.gates for name, spec in CELL_SPECS.items()}
+CELL_STATES = {name: spec.states for name, spec in CELL_SPECS.items()}
 DTYPES = ("float32", "float64")
 BATCHINGS = ("windows", "sequential")
 

@@ -1,4 +1,5 @@
-"""A hand-fused training step for the plain tanh RNN, written once over a small ``ops`` namespace.
+"""The fast path: a hand-written training step for the plain tanh RNN, over a small ``ops``
+namespace.
 
 The generic step (``cells.py`` differentiated by each framework's autodiff) records every small
 op of the time loop on a tape and replays its adjoint. At the textbook's size (H=32) the cost of a
@@ -18,12 +19,13 @@ backward pass out by hand with as few ops per time step as the math allows:
 This is the math of ``reference.loss_and_grads`` rearranged, and it is checked against that oracle
 by the shared suite (every ``train_step`` of the ``fast`` variant runs here) and by
 ``tests/test_fastpath.py``. It covers one layer of the ``rnn`` cell only: anything else raises
-:class:`NotImplementedError` and the adapter runs its generic (autodiff) step, as Keras falls back
-from cuDNN.
+:class:`NotImplementedError` before any op runs, and ``Backend._step`` runs the generic (autodiff)
+step instead, as Keras falls back from cuDNN (or refuses, for a backend made with ``strict=True``).
 
-Each adapter supplies :class:`FusedOps` (its ``cells.Ops`` plus the few functions below) and runs
-:func:`train_step` inside its own compiler (``jax.jit``, ``tf.function``, a hybridized block, or
-eagerly without a tape).
+Each adapter supplies :class:`FastOps` (its ``cells.Ops`` plus the few functions below, in its
+``<framework>_ops.py``); the base backend runs :func:`train_step` inside the framework's compiler
+where it has one (``jax.jit``, ``tf.function``) and eagerly with no autodiff tape elsewhere
+(PyTorch, MXNet).
 """
 
 from __future__ import annotations
@@ -39,15 +41,18 @@ RNN_PARAMS = frozenset(("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
 
 def check_applies(params: dict[str, Any]) -> None:
     """Raise :class:`NotImplementedError` unless ``params`` are one layer of the tanh RNN."""
-    if set(params) != RNN_PARAMS:
+    extra, missing = sorted(set(params) - RNN_PARAMS), sorted(RNN_PARAMS - set(params))
+    if extra or missing:
+        names = extra or missing
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         raise NotImplementedError(
-            f"the fused step covers the one-layer tanh RNN ({sorted(RNN_PARAMS)}); got "
-            f"{sorted(params)}"
+            "the fast step covers the one-layer tanh RNN only (W_xh, W_hh, b_h, W_hq, b_q), not "
+            f"a model {'with' if extra else 'without'} {shown}"
         )
 
 
-class FusedOps(cells.Ops):
-    """What the fused step needs beyond :class:`cells.Ops`; defaults that any framework can use.
+class FastOps(cells.Ops):
+    """What the fast step needs beyond :class:`cells.Ops`; defaults that any framework can use.
 
     Shapes: N tokens, T time, B batch, H hidden, V vocabulary.
     """
@@ -80,7 +85,7 @@ class FusedOps(cells.Ops):
 
     def output_head(
         self, hf: Array, W_hq: Array, b_q: Array, Yf: Array
-    ) -> tuple[Array, Array, Array]:
+    ) -> tuple[Array, Array, Array, Array]:
         """The output layer and the loss on all N tokens at once, forward and backward.
 
         Logits are ``hf W_hq + b_q`` (N, V) for the states hf (N, H); the loss is their mean
@@ -127,7 +132,7 @@ class FusedOps(cells.Ops):
 
 
 def loss_and_grads(
-    ops: FusedOps, params: dict[str, Array], X: Array, Y: Array, h0: Array
+    ops: FastOps, params: dict[str, Array], X: Array, Y: Array, h0: Array
 ) -> tuple[Array, dict[str, Array], Array]:
     """Mean cross-entropy, the gradient of every parameter, and the final state.
 
@@ -165,13 +170,13 @@ def loss_and_grads(
 
 
 def train_step(
-    ops: FusedOps,
+    ops: FastOps,
     params: dict[str, Array],
     X: Array,
     Y: Array,
     h0: Array,
     lr: Any,
-    max_norm: float,
+    max_norm: Any,
 ) -> tuple[dict[str, Array], Array, Array, Array]:
     """One SGD step with global-norm clipping: (new params, loss, grad norm, final state).
 

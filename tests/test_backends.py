@@ -150,24 +150,97 @@ def test_train_step_keeps_params_native_and_exports_canonical(framework_variant,
     out = backend.export(res.params)
     assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in params.items()}
     assert all(v.dtype == np.float32 for v in out.values())
-    # Carried state has the batch's shape and continues the next step.
-    res2 = backend.train_step(res.params, X, Y, res.state, lr=0.1, grad_clip=1.0)
-    assert np.isfinite(res2.loss)
 
 
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-6)])
-def test_concat_trick_identity(backend_name, dtype, tol):
+def test_carried_state_continues_the_sequence(framework_variant, small_model):
+    """The state ``train_step`` and ``loss`` return starts the next batch where the last one
+    ended: over two halves of a batch it gives what the oracle gets over the whole batch."""
+    name, variant = framework_variant
+    _, params, X, Y = small_model
+    backend = make_backend(name, "float64", variant)
+    (X1, X2), (Y1, Y2) = np.split(X, [2], axis=1), np.split(Y, [2], axis=1)
+    logits, h_end, _ = reference.forward(params, X)
+    second_half = reference.cross_entropy(logits[:, 2:], Y2)
+    # From the zero state the second half's loss is another number: the state matters here.
+    assert abs(reference.cross_entropy(reference.forward(params, X2)[0], Y2) - second_half) > 1e-3
+
+    _, state = backend.loss(params, X1, Y1)
+    loss, state = backend.loss(params, X2, Y2, state)
+    assert abs(loss - second_half) / second_half <= F64_TOL
+    # lr=0 leaves the weights as they were, so two carried steps are the whole batch too.
+    res = backend.train_step(params, X1, Y1, lr=0.0, grad_clip=1.0)
+    res = backend.train_step(res.params, X2, Y2, res.state, lr=0.0, grad_clip=1.0)
+    assert abs(res.loss - second_half) / second_half <= F64_TOL
+    assert rel_err(backend.to_numpy(res.state[0]), h_end) <= F64_TOL
+
+
+def test_clip_of_a_zero_gradient_is_no_step_and_no_nan(framework_name):
+    """``max_norm / ||g||`` is inf for a zero gradient, also with max_norm = inf (no clipping):
+    the scale is then 1, the update 0, and nothing turns into NaN."""
+    from rnn_backends import cells
+
+    backend = make_backend(framework_name, "float64")
+    params = {"a": backend.asarray(np.arange(6.0).reshape(2, 3)), "b": backend.asarray(np.ones(3))}
+    zeros = {k: backend.asarray(np.zeros(backend.to_numpy(v).shape)) for k, v in params.items()}
+    for max_norm in (0.5, float("inf")):
+        new, norm = cells.clip_and_sgd(backend.ops, params, zeros, 0.7, max_norm)
+        assert float(backend.to_numpy(norm)) == 0.0
+        for k in params:
+            assert np.array_equal(backend.to_numpy(new[k]), backend.to_numpy(params[k])), k
+
+
+def test_strict_refuses_the_fallback_that_the_default_takes(framework_name):
+    """A model the fast step does not cover (here a GRU) runs the generic step by default, and is
+    refused by a strict backend, so that a run labelled "fast" times the fast step or nothing."""
+    from rnn_backends import get_backend
+    from rnn_backends.errors import ConfigError
+
+    make_backend(framework_name)  # skips if missing
+    cfg = ModelConfig(vocab_size=5, hidden_size=3, cell="gru", init_sigma=0.5)
+    params = init_params(cfg, seed=1)
+    X, Y = _batches(5, 1, B=2, T=4)[0]
+    oracle, o_loss, _, _ = reference.model_train_step(params, X, Y, None, 0.5, 1.0)
+    loose = get_backend(framework_name, device="cpu", variant="fast")
+    res = loose.train_step(params, X, Y, lr=0.5, grad_clip=1.0)
+    assert abs(res.loss - o_loss) / o_loss <= F64_TOL
+    for k, v in loose.export(res.params).items():
+        assert rel_err(v, oracle[k]) <= F64_TOL, k
+    strict = get_backend(framework_name, device="cpu", variant="fast", strict=True)
+    with pytest.raises(ConfigError, match=r"strict=True .*one-layer tanh RNN.*strict=False"):
+        strict.train_step(params, X, Y, lr=0.5, grad_clip=1.0)
+    rnn = init_params(ModelConfig(vocab_size=5, hidden_size=3), seed=1)
+    strict.train_step(rnn, X, Y, lr=0.5, grad_clip=1.0)  # covered: runs
+
+
+def test_negative_grad_clip_is_refused(backend_name, small_model):
+    from rnn_backends.errors import ConfigError
+
+    _, params, X, Y = small_model
+    backend = make_backend(backend_name)
+    with pytest.raises(ConfigError, match="grad_clip must be a number >= 0"):
+        backend.train_step(params, X, Y, lr=0.1, grad_clip=-1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_concat_trick_identity(backend_name, dtype):
+    """Integer-valued inputs small enough that every product and partial sum is exact in float32:
+    both sides must then equal the integer result exactly, computed here in Python integers."""
     backend = make_backend(backend_name, dtype)
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(5, 7))
-    H = rng.normal(size=(5, 4))
-    W_xh = rng.normal(size=(7, 4))
-    W_hh = rng.normal(size=(4, 4))
-    left, right = backend.concat_trick(X, W_xh, H, W_hh)
-    expected = X @ W_xh + H @ W_hh  # float64 NumPy, outside the backend
-    assert left.dtype == np.dtype(dtype)
-    assert rel_err(left, right) <= tol
-    assert rel_err(left, expected) <= tol
+    X, H = rng.integers(-8, 9, size=(5, 7)), rng.integers(-8, 9, size=(5, 4))
+    W_xh, W_hh = rng.integers(-8, 9, size=(7, 4)), rng.integers(-8, 9, size=(4, 4))
+    expected = [
+        [
+            sum(int(X[i, k]) * int(W_xh[k, j]) for k in range(7))
+            + sum(int(H[i, k]) * int(W_hh[k, j]) for k in range(4))
+            for j in range(4)
+        ]
+        for i in range(5)
+    ]
+    left, right = backend.concat_trick(*(a.astype(dtype) for a in (X, W_xh, H, W_hh)))
+    assert left.dtype == right.dtype == np.dtype(dtype)
+    assert left.tolist() == expected
+    assert right.tolist() == expected
 
 
 def test_unknown_variant_is_a_clear_error(backend_name):

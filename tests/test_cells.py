@@ -9,7 +9,7 @@ import pytest
 from conftest import make_backend, rel_err
 
 from rnn_backends import ModelConfig, init_params, reference
-from rnn_backends.config import CELL_STATES
+from rnn_backends.config import CELL_SPECS
 from rnn_backends.errors import ConfigError
 from rnn_backends.params import infer_model, param_shapes
 
@@ -53,25 +53,39 @@ def _model(key: str, seed: int = 0):
     X = rng.integers(0, V, (B, T))
     Y = rng.integers(0, V, (B, T))
     LD = cfg.num_layers * cfg.num_directions
-    state = tuple(rng.uniform(-0.8, 0.8, (LD, B, H)) for _ in CELL_STATES[cfg.cell])
+    state = tuple(rng.uniform(-0.8, 0.8, (LD, B, H)) for _ in CELL_SPECS[cfg.cell].states)
     return cfg, params, X, Y, state
+
+
+# The native layers that compute the GRU with the reset gate after the matmul only: torch.nn.GRU,
+# Gluon's rnn.GRU and Flax's GRUCell. (Keras's GRU does both.)
+NO_RESET_BEFORE = {"torch", "mxnet", "jax"}
 
 
 def _backend(framework_variant, dtype, cfg):
     name, variant = framework_variant
+    if variant == "native" and not cfg.gru_reset_after and name in NO_RESET_BEFORE:
+        pytest.skip(f"{name}'s native layer cannot express the reset-before GRU "
+                    "(test_native_layer_refuses_or_computes_the_reset_before_gru)")
     backend = make_backend(name, dtype, variant)
     if backend.gru_reset_after != cfg.gru_reset_after:
         backend = type(backend)(dtype=dtype, device="cpu", variant=variant,
                                 gru_reset_after=cfg.gru_reset_after)
-    reset_before = cfg.cell == "gru" and not cfg.gru_reset_after
-    if variant == "native" and reset_before and name != "tensorflow":
-        # torch.nn.GRU, Gluon rnn.GRU and Flax's GRUCell apply the reset gate after the matmul
-        # only: the adapter must refuse, never approximate.
-        params = init_params(cfg, 0)
-        with pytest.raises(ConfigError, match="reset-before GRU"):
-            backend.forward(params, np.zeros((1, 2), dtype=np.int64))
-        pytest.skip(f"{name} native layer cannot express the reset-before GRU (checked it says so)")
     return backend
+
+
+def test_native_layer_refuses_or_computes_the_reset_before_gru(framework_name):
+    """A native layer either computes the reset-before GRU exactly or refuses it with the reason;
+    it never approximates it with the other convention."""
+    cfg, params, X, _, state = _model("gru_before")
+    backend = type(make_backend(framework_name))(device="cpu", variant="native",
+                                                  gru_reset_after=False)
+    if framework_name in NO_RESET_BEFORE:
+        with pytest.raises(ConfigError, match="reset-before GRU.*gru_reset_after=True"):
+            backend.forward(params, X, state)
+    else:
+        logits, _, _ = reference.model_forward(params, X, state, gru_reset_after=False)
+        assert rel_err(backend.forward(params, X, state)[0], logits) <= F64_TOL
 
 
 # --- the oracle --------------------------------------------------------------------------------

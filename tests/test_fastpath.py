@@ -1,4 +1,4 @@
-"""The hand-fused step of ``rnn_backends.fastpath`` in every framework, against the NumPy oracle.
+"""The fast step of ``rnn_backends.fastpath`` in every framework, against the NumPy oracle.
 
 The shared suite already runs every ``fast`` training step through it (``train_step``); this file
 checks its loss, every gradient and the final state directly, from a carried initial state, and
@@ -7,30 +7,15 @@ that a model it does not cover is refused so the generic step runs.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 from conftest import make_backend, rel_err
 
 from rnn_backends import fastpath, reference
 
-FUSED_OPS = {
-    "torch": ("torch_fast", "TorchFusedOps", "_tdtype"),
-    "jax": ("jax_fast", "JaxFusedOps", "_jdtype"),
-    "tensorflow": ("tensorflow_fast", "TensorflowFusedOps", "_tdtype"),
-    "mxnet": ("mxnet_fast", "MxnetFusedOps", "dtype"),
-}
-
-
-def _fused_ops(backend):
-    module, cls, dtype_attr = FUSED_OPS[backend.name]
-    mod = importlib.import_module(f"rnn_backends.backends.{module}")
-    return getattr(mod, cls)(getattr(backend, dtype_attr))
-
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
-def test_fused_loss_grads_and_state_match_oracle(framework_name, dtype, tol, small_model):
+def test_fast_loss_grads_and_state_match_oracle(framework_name, dtype, tol, small_model):
     cfg, params, X, Y = small_model
     params = {k: v.astype(dtype) for k, v in params.items()}
     h0 = np.random.default_rng(2).uniform(-0.9, 0.9, size=(X.shape[0], cfg.hidden_size))
@@ -40,7 +25,7 @@ def test_fused_loss_grads_and_state_match_oracle(framework_name, dtype, tol, sma
     backend = make_backend(framework_name, dtype, "fast")
     native = backend.prepare(params)
     got_loss, got_grads, got_h = fastpath.loss_and_grads(
-        _fused_ops(backend), native, backend._ids(X), backend._ids(Y),
+        backend._make_fast_ops(), native, backend._ids(X), backend._ids(Y),
         backend.asarray(h0.astype(dtype)),
     )
     assert abs(float(backend.to_numpy(got_loss)) - loss) / loss <= tol

@@ -6,6 +6,9 @@ Every number is checked against the NumPy oracle or a mathematical identity.
 
 from __future__ import annotations
 
+import importlib.metadata
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -14,9 +17,9 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 from conftest import rel_err  # noqa: E402
 
-from rnn_backends import reference  # noqa: E402
+from rnn_backends import ModelConfig, init_params, reference  # noqa: E402
 from rnn_backends.backends.jax_backend import JaxBackend  # noqa: E402
-from rnn_backends.errors import BackendUnavailableError  # noqa: E402
+from rnn_backends.errors import BackendUnavailableError, ConfigError  # noqa: E402
 
 F64_TOL = 1e-10
 F32_TOL = 1e-5
@@ -55,23 +58,24 @@ def test_every_scan_unroll_gives_the_oracle_numbers(variant, small_model):
 
 
 def test_jit_step_is_traced_once_and_matches_oracle_on_reuse(small_model, monkeypatch):
-    """The compiled step is reused across steps and learning rates, and stays exact each time."""
+    """One compiled step serves every learning rate and every clip threshold (clipping off
+    included), and stays exact each time."""
     _, params, X, Y = small_model
     backend = JaxBackend("float64", device="cpu", variant="fast")
     traces = []
-    plain = backend._plain_step
+    step = backend._step
 
     def counting(*args):
-        traces.append(1)  # runs only while jax.jit traces, not on cached calls
-        return plain(*args)
+        traces.append(1)  # Python runs only while jax.jit traces, not on cached calls
+        return step(*args)
 
-    monkeypatch.setattr(backend, "_plain_step", counting)
+    monkeypatch.setattr(backend, "_step", counting)
     native = backend.prepare(params)
     oracle = {k: v.copy() for k, v in params.items()}
     state, o_state = None, None
-    for lr in (0.5, 0.25, 0.125):
-        res = backend.train_step(native, X, Y, state, lr=lr, grad_clip=1.0)
-        oracle, o_loss, o_norm, o_state = reference.train_step(oracle, X, Y, o_state, lr, 1.0)
+    for lr, clip in ((0.5, 1.0), (0.25, 0.05), (0.125, 0), (0.3, 7.0)):
+        res = backend.train_step(native, X, Y, state, lr=lr, grad_clip=clip)
+        oracle, o_loss, o_norm, o_state = reference.train_step(oracle, X, Y, o_state, lr, clip)
         native, state = res.params, res.state
         assert abs(res.loss - o_loss) / o_loss <= F64_TOL
         assert abs(res.grad_norm - o_norm) / o_norm <= F64_TOL
@@ -79,8 +83,8 @@ def test_jit_step_is_traced_once_and_matches_oracle_on_reuse(small_model, monkey
         for k, v in backend.export(native).items():
             assert rel_err(v, oracle[k]) <= F64_TOL, k
     assert len(traces) == 1
-    # A different clip threshold is a different program (the clip branch is decided in Python).
-    backend.train_step(native, X, Y, lr=0.1, grad_clip=0)
+    # A new batch shape is a new program.
+    backend.train_step(native, X[:, :3], Y[:, :3], lr=0.1, grad_clip=1.0)
     assert len(traces) == 2
 
 
@@ -100,17 +104,20 @@ def test_flax_native_layer_is_tanh_and_matches_oracle(small_model):
     _assert_grads_match(backend, params, X, Y, F64_TOL)
 
 
-def test_flax_parameter_tree_is_the_one_the_adapter_fills(small_model):
-    """If Flax renames or reshapes SimpleCell's parameters, apply() would fail or misread them:
-    compare against the tree Flax itself initialises."""
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_flax_parameter_tree_is_the_one_the_adapter_fills(cell):
+    """If Flax renames or reshapes its cells' parameters, apply() would fail or misread them:
+    compare the tree the adapter fills from canonical weights with the one Flax initialises."""
     nn = pytest.importorskip("flax.linen")
-    cfg, _, X, _ = small_model
-    V, H = cfg.vocab_size, cfg.hidden_size
-    rnn = nn.RNN(nn.SimpleCell(features=H))
-    inputs = jnp.zeros((X.shape[0], X.shape[1], V), jnp.float32)  # Flax's default param dtype
-    tree = rnn.init(jax.random.key(0), inputs)["params"]
-    shapes = jax.tree_util.tree_map(lambda a: a.shape, tree)
-    assert shapes == {"cell": {"i": {"kernel": (V, H), "bias": (H,)}, "h": {"kernel": (H, H)}}}
+    from rnn_backends.backends.jax_backend import _flax_cell_params
+
+    cfg = ModelConfig(vocab_size=6, hidden_size=4, cell=cell)
+    make = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}[cell]
+    inputs = jnp.zeros((2, 3, cfg.vocab_size), jnp.float32)  # Flax's default param dtype
+    tree = nn.RNN(make(features=cfg.hidden_size)).init(jax.random.key(0), inputs)["params"]
+    filled = {"cell": _flax_cell_params(cell, init_params(cfg))}
+    shapes = partial(jax.tree_util.tree_map, lambda a: a.shape)
+    assert shapes(filled) == shapes(tree)
 
 
 @pytest.mark.parametrize("variant", JaxBackend.variants)
@@ -167,5 +174,20 @@ def test_gpu_request_without_a_gpu_is_a_clear_error():
         JaxBackend(device="gpu")
 
 
-def test_version_names_jax():
-    assert JaxBackend(device="cpu").version().startswith(jax.__version__)
+def test_version_is_the_installed_distributions():
+    version = JaxBackend(device="cpu").version()
+    assert version.split()[0] == importlib.metadata.version("jax")
+    try:
+        flax = importlib.metadata.version("flax")
+    except importlib.metadata.PackageNotFoundError:
+        assert "flax" not in version
+    else:
+        assert version.endswith(f"(flax {flax})")
+
+
+def test_options_are_validated():
+    with pytest.raises(ConfigError, match="option unroll must be a positive integer, got 0"):
+        JaxBackend(device="cpu", unroll=0)
+    with pytest.raises(ConfigError, match="no option 'unrol'; it accepts gru_reset_after, strict, "
+                                          "unroll"):
+        JaxBackend(device="cpu", unrol=2)

@@ -62,3 +62,12 @@ def test_bad_dtype_and_device():
         rnn_backends.get_backend("numpy", device="tpu")
     with pytest.raises(ConfigError, match="CPU only"):
         rnn_backends.get_backend("numpy", device="gpu")
+
+
+def test_options_are_checked_and_the_error_names_the_accepted_ones():
+    with pytest.raises(ConfigError, match="backend 'numpy' has no option 'unroll'; it accepts "
+                                          "gru_reset_after, strict$"):
+        rnn_backends.get_backend("numpy", unroll=4)
+    with pytest.raises(ConfigError, match="strict must be True or False, got 'yes'"):
+        rnn_backends.get_backend("numpy", strict="yes")
+    assert rnn_backends.get_backend("numpy", strict=True).strict is True

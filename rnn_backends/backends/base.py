@@ -1,58 +1,85 @@
-"""The thin interface every framework implements.
+"""The thin interface every framework implements, and everything the frameworks share.
 
-An adapter supplies only what differs between frameworks, in these sections and this order:
+An adapter (``<framework>_backend.py``) supplies only what differs between frameworks, in these
+sections and this order, with its array functions beside it in ``<framework>_ops.py``:
 
-1. arrays: NumPy <-> native conversion, device placement and matmul precision;
-2. ops: the array functions ``cells.py`` needs;
+1. arrays and device: the GPU probe, device placement and matmul precision, NumPy <-> tensors;
+2. ops: its :class:`cells.Ops` and :class:`fastpath.FastOps`;
 3. time loop: ``scan`` (a Python loop by default);
-4. autodiff: ``value_and_grad``;
-5. native layer: the framework's own fused RNN loaded with the canonical weights;
-6. compiled step: an optional faster ``_step`` (the generic one is autodiff + clip + SGD).
+4. autodiff: ``value_and_grad``, ``_detach`` and ``_inference``;
+5. native layer: the framework's own recurrent layer loaded with the canonical weights;
+6. compilation: ``_compile`` (nothing by default) and ``_device_scope``.
 
-Everything public speaks NumPy: ``forward``, ``loss``, ``loss_and_grads`` and ``concat_trick``
-take and return NumPy arrays. ``train_step`` keeps parameters native between steps; convert with
-``prepare`` and ``export``.
+Written once here: the options, the model read off the parameter names (``params.infer_model``),
+the state layout, the pure functions ``_forward``, ``_loss`` and ``_step`` of tensors, the fast
+step's fallback, and the public API. That speaks NumPy: ``forward``, ``loss``, ``loss_and_grads``
+and ``concat_trick`` take and return NumPy arrays; ``train_step`` keeps the parameters as tensors
+between steps (convert with ``prepare`` and ``export``). Every public call runs inside
+``_device_scope()``.
 
-The model (cell, layers, directions) is read off the parameter names (``params.infer_model``);
-the GRU's reset convention, which the weights cannot show, is fixed when the backend is made
-(``gru_reset_after``). Inside, the recurrent state travels as one native array, the *carry*:
-(B, H) when the model has a single state tensor (a one-layer one-direction rnn or gru, as the
-fused fast paths expect), else (S * L * D, B, H): the public state's S tensors of (L * D, B, H)
-one after the other.
+The GRU's reset convention, which the weights cannot show, is fixed when the backend is made
+(``gru_reset_after``). Inside, the recurrent state travels as one tensor, the *carry*: (B, H) when
+the model has a single state tensor (a one-layer one-direction rnn or gru, as the fast step
+expects), else (S * L * D, B, H): the public state's S tensors of (L * D, B, H) one after the other.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import cells
-from ..config import CELL_STATES, ModelConfig
-from ..errors import ConfigError
+from .. import cells, fastpath
+from ..config import CELL_SPECS, ModelConfig
+from ..errors import BackendUnavailableError, ConfigError
 from ..params import infer_model
 
 Params = dict[str, np.ndarray]
+Tensors = dict[str, Any]
 State = tuple[np.ndarray, ...]
 """A recurrent state: a tuple of (num_layers * num_directions, B, H) arrays, layer-major as
 torch's ``h_n``: ``(h,)`` for the rnn and gru, ``(h, c)`` for the lstm."""
 
 DTYPES = ("float32", "float64")
 VARIANTS = ("textbook", "concat", "fast", "native")
+DEVICES = (None, "cpu", "gpu", "cuda")
 
 
 @dataclass
 class StepResult:
     """What :meth:`Backend.train_step` returns."""
 
-    params: Any  # native parameters, to pass to the next step
+    params: Tensors  # the updated parameters as tensors, to pass to the next step
     loss: float  # mean cross-entropy of the batch, before the update
     grad_norm: float  # global gradient norm before clipping
-    state: Any  # native final state, detached (feed it to the next batch when carrying state)
+    state: Any  # the final state as tensors, detached: feed it to the next batch to carry it
+
+
+@dataclass(frozen=True)
+class Option:
+    """A backend-specific option of ``get_backend``: its default and the values it takes."""
+
+    default: Any
+    check: Callable[[Any], bool]
+    need: str  # what ``check`` accepts, for the error message
+
+
+def positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def clip_threshold(grad_clip: float) -> float:
+    """``train_step``'s ``grad_clip`` as the ``max_norm`` of :func:`cells.clip_and_sgd`: 0 (no
+    clipping) becomes ``inf``, so the clip needs no branch."""
+    ok = isinstance(grad_clip, (int, float)) and not isinstance(grad_clip, bool)
+    if not ok or not grad_clip >= 0:
+        raise ConfigError(f"grad_clip must be a number >= 0 (0: no clipping), got {grad_clip!r}")
+    return math.inf if grad_clip == 0 else float(grad_clip)
 
 
 class Backend(abc.ABC):
@@ -62,15 +89,23 @@ class Backend(abc.ABC):
         dtype: ``"float64"`` or ``"float32"``.
         device: ``"cpu"``, ``"gpu"`` or ``None`` (a GPU when one is present).
         variant: ``"textbook"``, ``"concat"``, ``"fast"`` or ``"native"`` (the framework's own
-            fused layer), all computing the same numbers.
+            recurrent layer), all computing the same numbers.
         gru_reset_after: the GRU convention (``ModelConfig.gru_reset_after``): the reset gate
             after the recurrent matmul (cuDNN's) or before it (the book's scratch GRU).
+        strict: never fall back: where the ``fast`` variant's hand-written step does not cover
+            the model, raise :class:`ConfigError` instead of running the generic step (so that a
+            run labelled "fast" cannot time anything else). Other variants have no fallback.
+        options: the backend's own options (:attr:`options`), e.g. ``unroll`` for JAX.
     """
 
     name: ClassVar[str]
-    framework: ClassVar[str]
+    framework: ClassVar[str]  # the module whose ``__version__`` is the framework's version
     variants: ClassVar[tuple[str, ...]] = VARIANTS
     default_variant: ClassVar[str] = "fast"
+    options: ClassVar[dict[str, Option]] = {}
+    companions: ClassVar[tuple[str, ...]] = ()  # optional modules whose versions matter too
+    cpu_only: ClassVar[bool] = False
+    gpu_hint: ClassVar[str] = "drop --device"  # what to do when a GPU is asked for but missing
 
     def __init__(
         self,
@@ -78,51 +113,114 @@ class Backend(abc.ABC):
         device: str | None = None,
         variant: str | None = None,
         gru_reset_after: bool = True,
-    ):
-        if not isinstance(gru_reset_after, bool):
-            raise ConfigError(f"gru_reset_after must be True or False, got {gru_reset_after!r}")
-        self.gru_reset_after = gru_reset_after
-        self._models: dict[Any, ModelConfig] = {}
+        strict: bool = False,
+        **options: Any,
+    ) -> None:
+        variant = variant or self.default_variant
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-        variant = variant or self.default_variant
         if variant not in self.variants:
             raise ConfigError(
                 f"backend {self.name!r} has no variant {variant!r}; choose one of "
                 f"{', '.join(self.variants)}"
             )
-        if device not in (None, "cpu", "gpu", "cuda"):
+        if device not in DEVICES:
             raise ConfigError(f"device must be cpu, gpu or omitted; got {device!r}")
-        self.dtype = dtype
-        self.variant = variant
-        self.device = self._place(device)
+        for flag, value in (("gru_reset_after", gru_reset_after), ("strict", strict)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{flag} must be True or False, got {value!r}")
+        self.dtype, self.variant = dtype, variant
+        self.gru_reset_after, self.strict = gru_reset_after, strict
+        self._set_options(options)
+        self._cache: dict[Hashable, Any] = {}
+        self.tensor_dtype = self._tensor_dtype()
+        self.device = self._choose_device(device)
         self.ops = self._make_ops()
+
+    def _set_options(self, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            accepted = ", ".join(("gru_reset_after", "strict", *self.options))
+            raise ConfigError(
+                f"backend {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"it accepts {accepted}"
+            )
+        for key, option in self.options.items():
+            value = options.get(key, option.default)
+            if not option.check(value):
+                raise ConfigError(
+                    f"backend {self.name!r}: option {key} must be {option.need}, got {value!r}"
+                )
+            setattr(self, key, value)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dtype} {self.variant} on {self.device}>"
 
-    # --- 1. arrays, device and precision ----------------------------------------------------------
+    def version(self) -> str:
+        """The framework's version, and its companions' where installed (e.g. Flax for JAX)."""
+        import importlib
+
+        text = str(importlib.import_module(self.framework).__version__)
+        extra = []
+        for name in self.companions:
+            try:
+                extra.append(f"{name} {importlib.import_module(name).__version__}")
+            except ImportError:
+                pass
+        return f"{text} ({', '.join(extra)})" if extra else text
+
+    def _cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, made once per ``key``: compiled functions, native layers, models."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    # --- 1. arrays and device (adapters) ----------------------------------------------------------
+
+    def _gpu_count(self) -> int:
+        """How many GPUs the framework sees here."""
+        return 0
 
     @abc.abstractmethod
-    def _place(self, device: str | None) -> str:
-        """Pick the device (and set full matmul precision); return its description."""
+    def _place(self, gpu: bool) -> str:
+        """Use the first GPU or the CPU, set full float32 matmul precision; describe the device."""
+
+    def _tensor_dtype(self) -> Any:
+        """The framework's float dtype for ``self.dtype`` (``self.tensor_dtype``)."""
+        return self.dtype
 
     @abc.abstractmethod
-    def asarray(self, x: np.ndarray) -> Any:
-        """A native array on this backend's device; floats become ``self.dtype``, ints stay ints."""
+    def _to_tensor(self, x: np.ndarray) -> Any:
+        """A tensor on this backend's device holding ``x`` (float ``self.dtype``, or int64)."""
 
     @abc.abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray: ...
 
-    def version(self) -> str:
-        import importlib
+    def _choose_device(self, device: str | None) -> str:
+        if self.cpu_only and device in ("gpu", "cuda"):
+            raise ConfigError(f"the {self.name} backend runs on the CPU only; drop --device")
+        gpus = self._gpu_count()
+        gpu = device in ("gpu", "cuda") or (device is None and gpus > 0)
+        if gpu and not gpus:
+            raise BackendUnavailableError(
+                f"device 'gpu' asked for, but {self.framework} sees no GPU; {self.gpu_hint}"
+            )
+        return self._place(gpu)
 
-        return str(importlib.import_module(self.framework).__version__)
+    def asarray(self, x: np.ndarray) -> Any:
+        """A tensor on this backend's device; floats become ``self.dtype``, ints stay ints."""
+        x = np.asarray(x)
+        x = x.astype(np.int64 if x.dtype.kind in "iub" else self.dtype, copy=False)
+        with self._device_scope():
+            return self._to_tensor(x)
 
-    # --- 2. ops -----------------------------------------------------------------------------------
+    # --- 2. ops (adapters) ------------------------------------------------------------------------
 
     @abc.abstractmethod
     def _make_ops(self) -> cells.Ops: ...
+
+    def _make_fast_ops(self) -> fastpath.FastOps:
+        raise NotImplementedError(f"backend {self.name!r} has no fast step")
 
     # --- 3. time loop -----------------------------------------------------------------------------
 
@@ -132,54 +230,73 @@ class Backend(abc.ABC):
         for t in range(xs.shape[0]):
             carry, y = step(carry, xs[t])
             ys.append(y)
-        return carry, self._stack(ys)
+        return carry, self.ops.stack(ys)
 
-    def _stack(self, ys: list[Any]) -> Any:
-        raise NotImplementedError
-
-    # --- 4. autodiff ------------------------------------------------------------------------------
+    # --- 4. autodiff (adapters) -------------------------------------------------------------------
 
     @abc.abstractmethod
     def value_and_grad(
-        self, fn: Callable[[dict[str, Any]], tuple[Any, Any]], params: dict[str, Any]
-    ) -> tuple[Any, Any, dict[str, Any]]:
-        """``(value, aux, grads)`` of ``fn(params) -> (scalar, aux)``; aux is not differentiated."""
+        self, fn: Callable[..., tuple[Any, Any]], params: Tensors, *args: Any
+    ) -> tuple[Any, Any, Tensors]:
+        """``(value, aux, grads)`` of ``fn(params, *args) -> (scalar, aux)`` with respect to
+        ``params`` alone; ``aux`` is not differentiated."""
 
-    # --- 5. native layer --------------------------------------------------------------------------
+    def _detach(self, x: Any) -> Any:
+        return x
 
-    def native_logits(self, params: dict[str, Any], X: Any, h0: Any) -> tuple[Any, Any]:
-        """Logits (B, T, V) and final carry through the framework's fused recurrent layer."""
-        raise NotImplementedError(f"backend {self.name!r} has no native layer path")
+    def _inference(self) -> contextlib.AbstractContextManager[Any]:
+        """Context in which no autodiff graph is recorded."""
+        return contextlib.nullcontext()
 
-    def _reset_before_unsupported(self, layer: str) -> ConfigError:
-        return ConfigError(
-            f"{layer} computes the GRU with the reset gate after the recurrent matmul only; the "
-            f"reset-before GRU (gru_reset_after=False, the book's scratch GRU) cannot be loaded "
-            f"into it exactly. Use variant 'fast', 'concat' or 'textbook' of backend "
-            f"{self.name!r}, or gru_reset_after=True"
-        )
+    # --- 5. native layer (adapters) ---------------------------------------------------------------
+
+    def _native_forward(self, params: Tensors, X: Any, h0: Any) -> tuple[Any, Any]:
+        """Logits (B, T, V) and final carry through the framework's own recurrent layer."""
+        raise NotImplementedError(f"backend {self.name!r} has no native layer")
+
+    def _refuse_reset_before(self, model: ModelConfig, layer: str) -> None:
+        if model.cell == "gru" and not model.gru_reset_after:
+            raise ConfigError(
+                f"{layer} computes the GRU with the reset gate after the recurrent matmul only; "
+                f"the reset-before GRU (gru_reset_after=False, the book's scratch GRU) cannot be "
+                f"loaded into it exactly. Use variant 'fast', 'concat' or 'textbook' of backend "
+                f"{self.name!r}, or gru_reset_after=True"
+            )
 
     def _carry_parts(self, model: ModelConfig, carry: Any) -> list[Any]:
-        """The carry as one (B, H) array per state tensor, layer and direction."""
-        n = len(CELL_STATES[model.cell]) * model.num_layers * model.num_directions
+        """The carry as one (B, H) tensor per state tensor, layer and direction."""
+        n = _carry_count(model)
         return [carry] if n == 1 else [carry[k] for k in range(n)]
 
     def _join_carry(self, parts: list[Any]) -> Any:
         return parts[0] if len(parts) == 1 else self.ops.stack(parts)
 
-    # --- the model, shared by every framework -----------------------------------------------------
+    # --- 6. compilation (adapters) ----------------------------------------------------------------
 
-    def model(self, params: dict[str, Any]) -> ModelConfig:
+    def _compile(self, kind: str, fn: Callable) -> Callable:
+        """``fn`` (the pure ``_forward``, ``_loss`` or ``_step``, named by ``kind``) compiled by
+        the framework; called once per kind and option values. Nothing is compiled by default."""
+        return fn
+
+    def _device_scope(self) -> contextlib.AbstractContextManager[Any]:
+        """Context that places the tensors and ops made inside on this backend's device."""
+        return contextlib.nullcontext()
+
+    def _scalar(self, x: float) -> Any:
+        """A Python number as an argument of a compiled step (one that does not recompile)."""
+        return x
+
+    # --- the model, written once over the hooks: pure functions of tensors ------------------------
+
+    def model(self, params: Tensors) -> ModelConfig:
         """The model ``params`` describe (cell, layers, directions) with this GRU convention."""
-        key = tuple((k, tuple(v.shape)) for k, v in params.items())
-        model = self._models.get(key)
-        if model is None:
-            model = self._models[key] = infer_model(params, self.gru_reset_after)
-        return model
+        key = ("model", *((k, tuple(v.shape)) for k, v in params.items()))
+        return self._cached(key, lambda: infer_model(params, self.gru_reset_after))
 
-    def logits(self, params: dict[str, Any], X: Any, h0: Any) -> tuple[Any, Any]:
+    def _forward(self, params: Tensors, X: Any, h0: Any) -> tuple[Any, Any]:
+        """Logits (B, T, V) and the final carry for int ids ``X`` (B, T) from the carry ``h0``."""
         if self.variant == "native":
-            return self.native_logits(params, X, h0)
+            return self._native_forward(params, X, h0)
         model = self.model(params)
         logits, final = cells.model_logits(
             self.ops, self.scan, params, X, tuple(self._carry_parts(model, h0)), model,
@@ -187,31 +304,53 @@ class Backend(abc.ABC):
         )
         return logits, self._join_carry(list(final))
 
-    def _loss_fn(self, X: Any, Y: Any, h0: Any) -> Callable[[dict[str, Any]], tuple[Any, Any]]:
-        def fn(params: dict[str, Any]) -> tuple[Any, Any]:
-            logits, h_last = self.logits(params, X, h0)
-            return cells.cross_entropy(self.ops, logits, Y), h_last
+    def _loss(self, params: Tensors, X: Any, Y: Any, h0: Any) -> tuple[Any, Any]:
+        """(mean cross-entropy over all B*T tokens, final carry)."""
+        logits, carry = self._forward(params, X, h0)
+        return cells.cross_entropy(self.ops, logits, Y), carry
 
-        return fn
+    def _step(
+        self, params: Tensors, X: Any, Y: Any, h0: Any, lr: Any, max_norm: Any
+    ) -> tuple[Tensors, Any, Any, Any]:
+        """One SGD step with clipping: (new params, loss, grad norm, final carry).
 
-    def _zeros_state(self, params: dict[str, Any], batch: int) -> Any:
+        The ``fast`` variant runs the hand-written step of :mod:`rnn_backends.fastpath` where it
+        covers the model; where it raises :class:`NotImplementedError` (before running any op, so
+        also inside a trace) the generic step runs instead, unless the backend is ``strict``.
+        """
+        if self.variant == "fast":
+            try:
+                with self._inference():
+                    ops = self._make_fast_ops()
+                    return fastpath.train_step(ops, params, X, Y, h0, lr, max_norm)
+            except NotImplementedError as exc:
+                if self.strict:
+                    raise ConfigError(
+                        f"backend {self.name!r} was made with strict=True and does not fall back "
+                        f"from the fast step: {exc}; make it with strict=False to run the "
+                        "generic step for this model"
+                    ) from None
+        loss, carry, grads = self.value_and_grad(self._loss, params, X, Y, h0)
+        with self._inference():
+            new_params, norm = cells.clip_and_sgd(self.ops, params, grads, lr, max_norm)
+        return new_params, loss, norm, carry
+
+    def _zeros_state(self, params: Tensors, batch: int) -> Any:
         """A zero carry: (B, H), or (S * L * D, B, H) for models with several state tensors."""
-        if set(params) == {"W_hh"}:  # just enough to say H (a framework-specific test asks so)
-            return self.asarray(np.zeros((batch, params["W_hh"].shape[0]), dtype=self.dtype))
         model = self.model(params)
-        n = len(CELL_STATES[model.cell]) * model.num_layers * model.num_directions
+        n = _carry_count(model)
         shape = (batch, model.hidden_size) if n == 1 else (n, batch, model.hidden_size)
         return self.asarray(np.zeros(shape, dtype=self.dtype))
 
-    def _h0(self, params: dict[str, Any], state: Any, batch: int) -> Any:
-        """The native carry from a public state (a tuple of NumPy (L * D, B, H) arrays) or from
-        a native one (what ``train_step`` and ``loss`` return: a 1-tuple of the carry)."""
+    def _h0(self, params: Tensors, state: Any, batch: int) -> Any:
+        """The carry from a public state (a tuple of NumPy (L * D, B, H) arrays) or from one
+        that ``train_step`` or ``loss`` returned (a 1-tuple of the carry as a tensor)."""
         if state is None:
             return self._zeros_state(params, batch)
         if not isinstance(state[0], np.ndarray):
             return state[0]
         model = self.model(params)
-        names = CELL_STATES[model.cell]
+        names = CELL_SPECS[model.cell].states
         if len(state) != len(names):
             raise ConfigError(
                 f"a {model.cell} state is a tuple of {len(names)} arrays ({', '.join(names)}), "
@@ -230,80 +369,79 @@ class Backend(abc.ABC):
         carry = np.concatenate(parts, axis=0)
         return self.asarray(carry[0] if len(carry) == 1 else carry)
 
-    def _public_state(self, params: dict[str, Any], carry: Any) -> State:
-        """The native carry as the public tuple of (L * D, B, H) NumPy arrays."""
+    def _public_state(self, params: Tensors, carry: Any) -> State:
+        """The carry as the public tuple of (L * D, B, H) NumPy arrays."""
         model = self.model(params)
         c = self.to_numpy(carry)
-        n = len(CELL_STATES[model.cell])
+        n = len(CELL_SPECS[model.cell].states)
         c = c.reshape(n, model.num_layers * model.num_directions, *c.shape[-2:])
         return tuple(c[j] for j in range(n))
 
-    # --- 6. training step -------------------------------------------------------------------------
+    def _compiled(self, kind: str, fn: Callable) -> Callable:
+        """``_compile(kind, fn)``, cached per kind and the current option values."""
+        key = (kind, *(getattr(self, name) for name in self.options))
+        return self._cached(key, lambda: self._compile(kind, fn))
 
-    def _step(
-        self, params: dict[str, Any], X: Any, Y: Any, h0: Any, lr: float, max_norm: float
-    ) -> tuple[dict[str, Any], Any, Any, Any]:
-        """One update from native inputs: (new params, loss, grad norm, final state)."""
-        loss, h_last, grads = self.value_and_grad(self._loss_fn(X, Y, h0), params)
-        new_params, norm = cells.clip_and_sgd(self.ops, params, grads, lr, max_norm)
-        return new_params, loss, norm, h_last
+    def _inputs(
+        self, params: Params | Tensors, X: np.ndarray, Y: np.ndarray | None, state: Any
+    ) -> tuple[Tensors, Any, Any, Any]:
+        """Parameters, ids and initial carry as tensors (``Y`` None stays None)."""
+        tensors = self._as_tensors(params)
+        h0 = self._h0(tensors, state, X.shape[0])
+        return tensors, self._ids(X), None if Y is None else self._ids(Y), h0
 
-    def _detach(self, x: Any) -> Any:
-        return x
-
-    def _inference(self) -> contextlib.AbstractContextManager[Any]:
-        """Context in which no autodiff graph is recorded."""
-        return contextlib.nullcontext()
-
-    # --- public API: NumPy in, NumPy out ----------------------------------------------------------
-
-    def prepare(self, params: Params) -> dict[str, Any]:
-        """Canonical NumPy parameters -> native parameters (kept native across train steps)."""
-        return {k: self.asarray(np.asarray(v, dtype=self.dtype)) for k, v in params.items()}
-
-    def export(self, params: dict[str, Any]) -> Params:
-        """Native parameters -> canonical NumPy parameters."""
-        return {k: self.to_numpy(v) for k, v in params.items()}
-
-    def _native(self, params: Any) -> dict[str, Any]:
+    def _as_tensors(self, params: Params | Tensors) -> Tensors:
         first = next(iter(params.values()))
         return self.prepare(params) if isinstance(first, np.ndarray) else params
 
     def _ids(self, X: np.ndarray) -> Any:
         return self.asarray(np.asarray(X, dtype=np.int64))
 
+    # --- public API: NumPy in, NumPy out ----------------------------------------------------------
+
+    def prepare(self, params: Params) -> Tensors:
+        """Canonical NumPy parameters -> tensors (kept as tensors across train steps)."""
+        return {k: self.asarray(np.asarray(v, dtype=self.dtype)) for k, v in params.items()}
+
+    def export(self, tensors: Tensors) -> Params:
+        """Tensors -> canonical NumPy parameters."""
+        return {k: self.to_numpy(v) for k, v in tensors.items()}
+
     def forward(
         self, params: Params, X: np.ndarray, state: State | None = None
     ) -> tuple[np.ndarray, State]:
         """Logits (B, T, V) for int ids ``X`` (B, T), and the final state: ``(h,)`` (``(h, c)``
         for the lstm), each (num_layers * num_directions, B, H)."""
-        native = self._native(params)
-        with self._inference():
-            logits, h_last = self.logits(native, self._ids(X), self._h0(native, state, X.shape[0]))
-        return self.to_numpy(logits), self._public_state(native, h_last)
+        with self._device_scope():
+            tensors, X_, _, h0 = self._inputs(params, X, None, state)
+            with self._inference():
+                logits, carry = self._compiled("forward", self._forward)(tensors, X_, h0)
+            return self.to_numpy(logits), self._public_state(tensors, carry)
 
     def loss(
-        self, params: Any, X: np.ndarray, Y: np.ndarray, state: Any = None
+        self, params: Params | Tensors, X: np.ndarray, Y: np.ndarray, state: Any = None
     ) -> tuple[float, Any]:
-        """Mean cross-entropy of a batch without gradients; returns (loss, native final state)."""
-        native = self._native(params)
-        h0 = self._h0(native, state, X.shape[0])
-        with self._inference():
-            value, h_last = self._loss_fn(self._ids(X), self._ids(Y), h0)(native)
-        return float(self.to_numpy(value)), (self._detach(h_last),)
+        """Mean cross-entropy of a batch without gradients; returns (loss, final state as
+        tensors, to pass on as ``state``)."""
+        with self._device_scope():
+            tensors, X_, Y_, h0 = self._inputs(params, X, Y, state)
+            with self._inference():
+                value, carry = self._compiled("loss", self._loss)(tensors, X_, Y_, h0)
+            return float(self.to_numpy(value)), (self._detach(carry),)
 
     def loss_and_grads(
         self, params: Params, X: np.ndarray, Y: np.ndarray, state: State | None = None
     ) -> tuple[float, Params]:
         """Mean cross-entropy over all B*T tokens and its gradient for every parameter."""
-        native = self._native(params)
-        h0 = self._h0(native, state, X.shape[0])
-        value, _, grads = self.value_and_grad(self._loss_fn(self._ids(X), self._ids(Y), h0), native)
-        return float(self.to_numpy(value)), self.export(grads)
+        with self._device_scope():
+            tensors, X_, Y_, h0 = self._inputs(params, X, Y, state)
+            loss = self._compiled("loss", self._loss)
+            value, _, grads = self.value_and_grad(loss, tensors, X_, Y_, h0)
+            return float(self.to_numpy(value)), self.export(grads)
 
     def train_step(
         self,
-        params: Any,
+        params: Params | Tensors,
         X: np.ndarray,
         Y: np.ndarray,
         state: Any = None,
@@ -311,22 +449,32 @@ class Backend(abc.ABC):
         lr: float,
         grad_clip: float,
     ) -> StepResult:
-        """One SGD step with global-norm clipping (``grad_clip`` 0 disables it)."""
-        native = self._native(params)
-        h0 = self._h0(native, state, X.shape[0])
-        new, loss, norm, h_last = self._step(native, self._ids(X), self._ids(Y), h0, lr, grad_clip)
-        return StepResult(
-            params=new,
-            loss=float(self.to_numpy(loss)),
-            grad_norm=float(self.to_numpy(norm)),
-            state=(self._detach(h_last),),
-        )
+        """One SGD step with global-norm clipping at ``grad_clip`` (0: no clipping)."""
+        max_norm = clip_threshold(grad_clip)
+        with self._device_scope():
+            tensors, X_, Y_, h0 = self._inputs(params, X, Y, state)
+            step = self._compiled("step", self._step)
+            new, loss, norm, carry = step(
+                tensors, X_, Y_, h0, self._scalar(lr), self._scalar(max_norm)
+            )
+            return StepResult(
+                params=new,
+                loss=float(self.to_numpy(loss)),
+                grad_norm=float(self.to_numpy(norm)),
+                state=(self._detach(carry),),
+            )
 
     def concat_trick(
         self, X: np.ndarray, W_xh: np.ndarray, H: np.ndarray, W_hh: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Both sides of X W_xh + H W_hh == [X, H] [W_xh; W_hh], computed by this framework."""
-        left, right = cells.concat_trick(
-            self.ops, *(self.asarray(np.asarray(a, dtype=self.dtype)) for a in (X, W_xh, H, W_hh))
-        )
-        return self.to_numpy(left), self.to_numpy(right)
+        with self._device_scope():
+            tensors = (self.asarray(np.asarray(a, dtype=self.dtype)) for a in (X, W_xh, H, W_hh))
+            left, right = cells.concat_trick(self.ops, *tensors)
+            return self.to_numpy(left), self.to_numpy(right)
+
+
+def _carry_count(model: ModelConfig) -> int:
+    """How many (B, H) tensors the carry holds: state tensors x layers x directions."""
+    return len(CELL_SPECS[model.cell].states) * model.num_layers * model.num_directions
+

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import reference
-from .base import Backend, Params, State, StepResult
+from .base import Backend, Params, State, StepResult, clip_threshold
 
 
 class NumpyBackend(Backend):
@@ -15,18 +15,14 @@ class NumpyBackend(Backend):
     framework = "numpy"
     variants = ("reference",)
     default_variant = "reference"
+    cpu_only = True
 
-    # --- 1. arrays, device and precision
-    def _place(self, device: str | None) -> str:
-        if device in ("gpu", "cuda"):
-            from ..errors import ConfigError
-
-            raise ConfigError("the numpy backend runs on the CPU only; drop --device")
+    # --- 1. arrays and device: NumPy arrays are the tensors
+    def _place(self, gpu: bool) -> str:
         return "cpu"
 
-    def asarray(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        return x if x.dtype.kind in "iub" else x.astype(self.dtype)
+    def _to_tensor(self, x: np.ndarray) -> np.ndarray:
+        return x
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
@@ -36,10 +32,10 @@ class NumpyBackend(Backend):
         return None
 
     # --- 4. autodiff: none; gradients are hand-written
-    def value_and_grad(self, fn, params):  # type: ignore[override]
+    def value_and_grad(self, fn, params, *args):  # type: ignore[override]
         raise NotImplementedError("the oracle's gradients are hand-written; use loss_and_grads")
 
-    # --- the public API, straight onto the oracle. Its native state is the public one: a tuple of
+    # --- the public API, straight onto the oracle. Its state is the public one: a tuple of
     # (layers * directions, B, H) arrays (a bare (B, H) array, as earlier versions saved, is read
     # as one layer's).
     def _state(self, state: Any) -> tuple[np.ndarray, ...] | None:
@@ -63,8 +59,9 @@ class NumpyBackend(Backend):
         return loss, grads
 
     def train_step(self, params, X, Y, state=None, *, lr, grad_clip) -> StepResult:
+        max_norm = clip_threshold(grad_clip)  # validated as everywhere; the oracle takes inf too
         new, loss, norm, final = self._run(
-            reference.model_train_step, params, X, Y, self._state(state), lr, grad_clip
+            reference.model_train_step, params, X, Y, self._state(state), lr, max_norm
         )
         return StepResult(params=new, loss=loss, grad_norm=norm, state=final)
 
@@ -72,6 +69,3 @@ class NumpyBackend(Backend):
         return reference.concat_trick(
             *(np.asarray(a, dtype=self.dtype) for a in (X, W_xh, H, W_hh))
         )
-
-    def version(self) -> str:
-        return np.__version__

@@ -8,7 +8,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import BackendUnavailableError
 from .base import Backend
 
 
@@ -76,11 +76,14 @@ def get_backend(
 ) -> Backend:
     """An instance of backend ``name`` (``numpy``, ``torch``, ``jax``, ``tensorflow``, ``mxnet``).
 
-    ``options`` go to the backend's constructor (e.g. ``unroll=8`` for JAX's ``lax.scan``).
+    ``options`` go to the backend's constructor: ``gru_reset_after`` and ``strict`` everywhere
+    (see :class:`Backend`), and the backend's own (``Backend.options``, e.g. ``unroll=8`` for
+    JAX's ``lax.scan``).
 
     Raises:
         BackendUnavailableError: unknown name, or its framework is not installed (the message
             names the pip extra to install).
+        ConfigError: a bad dtype, device, variant or option (the message lists the accepted ones).
     """
     spec = BACKENDS[canonical_name(name)]
     hint = f"pip install 'rnn-backends[{spec.extra}]'" if spec.extra else "pip install numpy"
@@ -97,11 +100,4 @@ def get_backend(
             f"backend {spec.name!r}: importing {spec.title} failed ({exc}); {hint}"
         ) from None
     backend_cls: type[Backend] = getattr(module, spec.cls)
-    try:
-        return backend_cls(dtype=dtype, device=device, variant=variant, **options)
-    except TypeError as exc:
-        if options and "unexpected keyword" in str(exc):
-            raise ConfigError(
-                f"backend {spec.name!r} takes no option(s) {sorted(options)}"
-            ) from None
-        raise
+    return backend_cls(dtype=dtype, device=device, variant=variant, **options)

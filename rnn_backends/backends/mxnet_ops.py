@@ -1,12 +1,5 @@
-"""MXNet's fused training step: :mod:`rnn_backends.fastpath` run imperatively, nothing recorded.
-
-Outside ``autograd.record()`` MXNet builds no graph, so the hand-written backward costs only its
-own ops. Three of MXNet's NumPy-interface kernels are an order of magnitude slower than their
-oneDNN-backed legacy twins on the CPU, so the hot ones are swapped (measured at B=1024, H=32):
-``np.tanh`` (~500 us) for ``npx.activation`` (~40 us), ``np.matmul`` (~100-200 us) for
-``npx.fully_connected`` (~60 us), and a one-hot matmul for the scatter-add (~5 ms) for the
-backward of ``take``; reductions over the N tokens run as matrix products.
-"""
+"""MXNet's array functions (``mx.np`` after ``npx.set_np()``): :class:`MxnetOps` for the shared
+cell math and :class:`MxnetFastOps` for the fast step (:mod:`rnn_backends.fastpath`)."""
 
 from __future__ import annotations
 
@@ -14,22 +7,74 @@ import mxnet as mx
 from mxnet import autograd, npx
 from mxnet import np as mnp
 
-from ..fastpath import FusedOps
-from .mxnet_backend import MxnetOps
+from .. import cells
+from ..fastpath import FastOps
 
 
-class MxnetFusedOps(MxnetOps, FusedOps):
-    exp = staticmethod(mnp.exp)
+class MxnetOps(cells.Ops):
+    """The shared cell math's array functions in ``mx.np``; ``self.dtype`` is the float dtype."""
+
+    matmul = staticmethod(mnp.matmul)
+    tanh = staticmethod(mnp.tanh)
+    sqrt = staticmethod(mnp.sqrt)
     stack = staticmethod(mnp.stack)
+
+    def sigmoid(self, x):
+        return npx.sigmoid(x)
+
+    def flip(self, x):
+        return mnp.flip(x, axis=0)
+
+    def take_rows(self, w, ids):
+        return mnp.take(w, ids, axis=0)
+
+    def one_hot(self, ids, depth):
+        # npx.one_hot returns float32 unless told otherwise, which would silently demote float64.
+        return npx.one_hot(ids, depth, dtype=self.dtype)
+
+    def concat(self, xs, axis):
+        return mnp.concatenate(xs, axis=axis)
+
+    def swap_bt(self, x):
+        return mnp.swapaxes(x, 0, 1)
+
+    def logsumexp(self, x):
+        # mx.np has no logsumexp. Shift by the row maximum so exp cannot overflow; the shift is a
+        # constant for the derivative (its gradient cancels exactly), so keep it off the graph.
+        m = x.max(axis=-1, keepdims=True).detach()
+        return m + mnp.log(mnp.exp(x - m).sum(axis=-1, keepdims=True))
+
+    def pick(self, x, ids):
+        return npx.pick(x, ids, axis=-1)
+
+    def mean(self, x):
+        return x.mean()
+
+    def sum(self, x):
+        return x.sum()
+
+    def minimum(self, x, y):
+        return mnp.minimum(x, y)
+
+
+class MxnetFastOps(MxnetOps, FastOps):
+    """The fast step run imperatively, nothing recorded.
+
+    Outside ``autograd.record()`` MXNet builds no graph, so the hand-written backward costs only
+    its own ops. Three of MXNet's NumPy-interface kernels are an order of magnitude slower than
+    their oneDNN-backed legacy twins on the CPU, so the hot ones are swapped (measured at B=1024,
+    H=32): ``np.tanh`` (~500 us) for ``npx.activation`` (~40 us), ``np.matmul`` (~100-200 us) for
+    ``npx.fully_connected`` (~60 us), and a one-hot matmul for the scatter-add (~5 ms) for the
+    backward of ``take``; reductions over the N tokens run as matrix products.
+    """
+
+    exp = staticmethod(mnp.exp)
 
     def tanh(self, x):
         return npx.activation(x, act_type="tanh")
 
     def transpose(self, w):
         return w.T
-
-    def reshape(self, x, shape):
-        return x.reshape(shape)
 
     def mm_tn(self, a, b):
         # The legacy dot reads a transposed in place; mx.np would copy a.T first.

@@ -1,23 +1,66 @@
-"""PyTorch's fused training step: :mod:`rnn_backends.fastpath` run eagerly with no autograd tape.
-
-At H=32 a step costs what its ops cost to launch, and autograd roughly triples the op count (the
-tape, then one adjoint per op). Here the backward pass is written by hand, so a time step is two
-ops forward (in-place ``addmm_`` and ``tanh_``) and two backward (in-place ``mul_`` and
-``addmm_``), with no allocation or copy in either loop.
-"""
+"""PyTorch's array functions: :class:`TorchOps` for the shared cell math and
+:class:`TorchFastOps` for the fast step (:mod:`rnn_backends.fastpath`)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from ..fastpath import FusedOps
-from .torch_backend import TorchOps
+from .. import cells
+from ..fastpath import FastOps
 
 
-class TorchFusedOps(TorchOps, FusedOps):
+class TorchOps(cells.Ops):
+    """The shared cell math's array functions in PyTorch; ``self.dtype`` is the float dtype."""
+
+    matmul = staticmethod(torch.matmul)
+    tanh = staticmethod(torch.tanh)
+    sigmoid = staticmethod(torch.sigmoid)
+    sqrt = staticmethod(torch.sqrt)
+    stack = staticmethod(torch.stack)
+
+    def flip(self, x):
+        return torch.flip(x, dims=(0,))
+
+    def take_rows(self, w, ids):
+        return w[ids]
+
+    def one_hot(self, ids, depth):
+        return F.one_hot(ids, depth).to(self.dtype)
+
+    def concat(self, xs, axis):
+        return torch.cat(xs, dim=axis)
+
+    def swap_bt(self, x):
+        return x.transpose(0, 1)
+
+    def logsumexp(self, x):
+        return torch.logsumexp(x, dim=-1, keepdim=True)
+
+    def pick(self, x, ids):
+        return torch.gather(x, -1, ids.unsqueeze(-1)).squeeze(-1)
+
+    def mean(self, x):
+        return x.mean()
+
+    def sum(self, x):
+        return x.sum()
+
+    def minimum(self, x, y):
+        return torch.clamp(x, max=y)
+
+
+class TorchFastOps(TorchOps, FastOps):
+    """The fast step run eagerly with no autograd tape.
+
+    At H=32 a step costs what its ops cost to launch, and autograd roughly triples the op count
+    (the tape, then one adjoint per op). Here the backward pass is written by hand, so a time step
+    is two ops forward (in-place ``addmm_`` and ``tanh_``) and two backward (in-place ``mul_`` and
+    ``addmm_``), with no allocation or copy in either loop.
+    """
+
     addmm = staticmethod(torch.addmm)
     exp = staticmethod(torch.exp)
-    stack = staticmethod(torch.stack)
 
     def transpose(self, w):
         return w.t()
@@ -54,7 +97,7 @@ class TorchFusedOps(TorchOps, FusedOps):
         # p is now d loss / d logits, (V, N)
         return loss, (p @ hf).t(), p.sum(1), torch.mm(p.t(), W_hq.t())
 
-    # The loops overwrite their inputs, which the fused step makes for them and never reads again:
+    # The loops overwrite their inputs, which the fast step makes for them and never reads again:
     # xw becomes the states, G the pre-activation gradients and dH the running adjoint, so the
     # per-step ops allocate nothing and copy nothing.
 

@@ -1,0 +1,81 @@
+"""TensorFlow's array functions: :class:`TensorflowOps` for the shared cell math and
+:class:`TensorflowFastOps` for the fast step (:mod:`rnn_backends.fastpath`)."""
+
+from __future__ import annotations
+
+from .. import cells
+from ..fastpath import FastOps
+from .tensorflow_logs import tf
+
+
+class TensorflowOps(cells.Ops):
+    """The shared cell math's array functions in TensorFlow; ``self.dtype`` is the float dtype."""
+
+    tanh = staticmethod(tf.tanh)
+    sigmoid = staticmethod(tf.sigmoid)
+    sqrt = staticmethod(tf.sqrt)
+    minimum = staticmethod(tf.minimum)
+
+    def stack(self, xs):
+        return tf.stack(xs)
+
+    def flip(self, x):
+        return tf.reverse(x, axis=[0])
+
+    def matmul(self, a, b):
+        # tf.matmul broadcasts a rank-2 right operand over leading axes (BatchMatMulV2).
+        return tf.matmul(a, b)
+
+    def take_rows(self, w, ids):
+        return tf.gather(w, ids)
+
+    def one_hot(self, ids, depth):
+        return tf.one_hot(ids, depth, dtype=self.dtype)
+
+    def concat(self, xs, axis):
+        return tf.concat(xs, axis=axis)
+
+    def swap_bt(self, x):
+        if x.dtype.is_integer and x.shape.rank == 2 and x.shape[1] is not None:
+            # An int Transpose runs a oneDNN kernel that logs a spurious ERROR once per process
+            # ("oneDNN supports DT_INT32 only on platforms with AVX-512") before falling back;
+            # unstacking the T columns and stacking them moves the same ids without it.
+            return tf.stack(tf.unstack(x, axis=1), axis=0)
+        return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
+
+    def logsumexp(self, x):
+        return tf.reduce_logsumexp(x, axis=-1, keepdims=True)
+
+    def pick(self, x, ids):
+        # batch_dims pairs every leading index of ids with x's, then gathers along the last axis.
+        return tf.gather(x, ids, axis=-1, batch_dims=ids.shape.rank)
+
+    def mean(self, x):
+        return tf.reduce_mean(x)
+
+    def sum(self, x):
+        return tf.reduce_sum(x)
+
+
+class TensorflowFastOps(TensorflowOps, FastOps):
+    """The fast step, traced by ``tf.function`` with no ``GradientTape``.
+
+    Both time loops are Python loops unrolled into the graph once per sequence length. XLA
+    (the backend's ``jit_compile`` option) can then fuse each step's elementwise ops into its
+    matmul.
+    """
+
+    exp = staticmethod(tf.exp)
+    reshape = staticmethod(tf.reshape)
+
+    def transpose(self, w):
+        return tf.transpose(w)
+
+    def sum_rows(self, x):
+        return tf.reduce_sum(x, axis=0)
+
+    def mm_tn(self, a, b):
+        return tf.matmul(a, b, transpose_a=True)
+
+    def scatter_rows(self, ids, rows, n):
+        return tf.math.unsorted_segment_sum(rows, ids, n)
