@@ -6,12 +6,12 @@ op of the time loop on a tape and replays its adjoint. At the textbook's size (H
 step is the number of ops, not their FLOPs, so this module writes the forward pass *and* the
 backward pass out by hand with as few ops per time step as the math allows:
 
-* forward, per step: ``h_t = tanh(xw_t + h_{t-1} W_hh)``: one fused multiply-add and one tanh,
+* forward, per step: ``h_t = tanh(xw_t + h_{t-1} W_hh)``: one multiply-add (``addmm``) and one tanh,
   where ``xw = W_xh[X] + b_h`` is a row gather for every step at once (hoisted out of the loop);
 * the output projection, softmax cross-entropy and its gradient ``(softmax - onehot) / N`` once,
   on all ``N = B * T`` tokens;
 * backward, per step: ``dz_t = a_t * (1 - h_t^2)`` and ``a_{t-1} = dH_{t-1} + dz_t W_hh^T``:
-  one multiply and one fused multiply-add; ``1 - h^2`` for all steps at once before the loop;
+  one multiply and one multiply-add; ``1 - h^2`` for all steps at once before the loop;
 * the weight gradients after the loop as three batched reductions over all tokens
   (``dW_hh = H_prev^T dZ``, ``db_h = sum dZ``, ``dW_xh`` a scatter-add of dZ's rows by token);
 * clipping and SGD: :func:`cells.clip_and_sgd`, the same as the generic step.
