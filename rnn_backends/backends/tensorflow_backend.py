@@ -104,10 +104,7 @@ class TensorflowBackend(Backend):
                     f"the native variant needs Keras on its TensorFlow backend, but KERAS_BACKEND "
                     f"is {keras.backend.backend()!r}; unset KERAS_BACKEND or use variant 'fast'"
                 )
-            # Made eagerly also when first asked for inside a trace: a tf.function may create
-            # variables on its first trace only.
-            with tf.init_scope():
-                return [self._keras_layer(keras, model, k) for k in range(model.num_layers)]
+            return [self._keras_layer(keras, model, k) for k in range(model.num_layers)]
 
         return self._cached(("native", model), make)
 
@@ -180,7 +177,7 @@ class TensorflowBackend(Backend):
         # Autograph is off: the step's Python control flow (the unrolled loops, the fast step's
         # fallback) depends on shapes and options only, and an error raised while tracing (a
         # strict backend's refusal) then reaches the caller as it was raised.
-        return _QuietFirstRun(tf.function(fn, jit_compile=self.jit_compile, autograph=False))
+        return _CompiledStep(self, tf.function(fn, jit_compile=self.jit_compile, autograph=False))
 
     def _scalar(self, x: float) -> tf.Tensor:
         # A tensor: tf.function traces anew for every new Python number it is given.
@@ -191,15 +188,23 @@ class TensorflowBackend(Backend):
         return tf.device(self._device_name)
 
 
-class _QuietFirstRun:
-    """A ``tf.function`` whose first run per input signature, when TensorFlow traces and
-    optimises a graph and its C++ side logs, runs inside :func:`quiet_cpp_logs`."""
+class _CompiledStep:
+    """The training step's ``tf.function``, called so that it traces once per input signature,
+    and quietly.
 
-    def __init__(self, function: Any) -> None:
-        self.function = function
+    The native variant's Keras layers make variables, which a ``tf.function`` may do on its first
+    trace only and at the price of a second one, so they are made before it runs. The first run
+    of each signature, when TensorFlow traces and optimises a graph and its C++ side logs, runs
+    inside :func:`quiet_cpp_logs`.
+    """
+
+    def __init__(self, backend: TensorflowBackend, function: Any) -> None:
+        self.backend, self.function = backend, function
         self._seen: set[tuple[Any, ...]] = set()
 
     def __call__(self, params: dict[str, Any], *args: Any) -> Any:
+        if self.backend.variant == "native":
+            self.backend._keras_layers(self.backend.model(params))
         signature = (
             *((k, tuple(v.shape), v.dtype) for k, v in params.items()),
             *(tuple(a.shape) for a in args),
