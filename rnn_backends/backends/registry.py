@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BackendUnavailableError
-from .base import Backend
+from .base import VARIANTS, Backend
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,15 @@ class BackendSpec:
     framework: str  # the top-level module to probe
     extra: str | None  # pip extra that installs it
     title: str
+    variants: tuple[str, ...] = VARIANTS  # known without importing the framework (tests use it)
 
 
 BACKENDS: dict[str, BackendSpec] = {
     s.name: s
     for s in (
-        BackendSpec("numpy", "numpy_backend", "NumpyBackend", "numpy", None, "NumPy oracle"),
+        BackendSpec(
+            "numpy", "numpy_backend", "NumpyBackend", "numpy", None, "NumPy oracle", ("reference",)
+        ),
         BackendSpec("torch", "torch_backend", "TorchBackend", "torch", "torch", "PyTorch"),
         BackendSpec("jax", "jax_backend", "JaxBackend", "jax", "jax", "JAX"),
         BackendSpec(
