@@ -1,12 +1,26 @@
-"""Shared fixtures: the backends under test, the data directory, small models.
+"""Shared fixtures: which backend a test is about, the data directory, small models.
 
-``pytest --backend torch --backend jax`` selects frameworks; without the option every installed
-framework is tested. A selected framework that is not installed is skipped with the reason, never
-counted as passed. The NumPy oracle backend is always included.
+Every test has exactly one *owner*, the backend it is about, carried as a marker of that name:
+
+- a test that takes ``backend_name``, ``framework_name`` or ``framework_variant`` is owned by the
+  backend of its parameter (the parameter carries the marker);
+- a test in ``test_<framework>_specific.py`` is owned by that framework;
+- every other test is owned by ``numpy``: the framework-free core and the oracle.
+
+``pytest --backend torch --backend jax`` runs only the tests owned by those backends and
+deselects the rest (``--backend numpy`` is the core suite); without the option every test runs.
+``-m torch`` selects by the same markers. The parameters are static (each backend's variants come
+from the registry's spec), so collecting imports no framework, and a framework-specific file is
+not even imported unless its framework is selected. A selected framework that is not installed is
+skipped with the reason, never counted as passed.
+
+``--record-selection FILE`` writes what was collected and selected as JSON; the nox session
+``no_lost_tests`` joins these records to show that every test runs in some session.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,11 +28,75 @@ import numpy as np
 import pytest
 
 from rnn_backends import ModelConfig, init_params
-from rnn_backends.backends.registry import BACKENDS, available_backends, get_backend
+from rnn_backends.backends.registry import (
+    BACKENDS,
+    FRAMEWORKS,
+    canonical_name,
+    get_backend,
+    is_installed,
+)
 from rnn_backends.errors import BackendUnavailableError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Framework backends in the registry's order; "numpy" owns everything that is framework-free.
+FRAMEWORK_NAMES = tuple(name for name in BACKENDS if name in FRAMEWORKS)
+CORE = "numpy"
+# Whole files about one framework; they import it at module level.
+FILE_OWNERS = {f"test_{name}_specific.py": name for name in FRAMEWORK_NAMES}
+
+
+# --- the parametrization, in one place ------------------------------------------------------------
+
+
+def _param(value: object, owner: str, id: str) -> object:
+    return pytest.param(value, id=id, marks=getattr(pytest.mark, owner))
+
+
+BACKEND_PARAMS = [_param(name, name, name) for name in BACKENDS]
+FRAMEWORK_PARAMS = [_param(name, name, name) for name in FRAMEWORK_NAMES]
+VARIANT_PARAMS = [
+    _param((name, variant), name, f"{name}-{variant}")
+    for name in FRAMEWORK_NAMES
+    for variant in BACKENDS[name].variants
+]
+
+
+def _installed(name: str) -> str:
+    """``name``, or a skip with the reason when its framework is not installed here."""
+    if not is_installed(name):
+        spec = BACKENDS[name]
+        pytest.skip(
+            f"{spec.title} is not installed here; pip install 'rnn-backends[{spec.extra}]'"
+        )
+    return name
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    """Every backend, the NumPy oracle included."""
+    return _installed(request.param)
+
+
+@pytest.fixture(params=FRAMEWORK_PARAMS)
+def framework_name(request: pytest.FixtureRequest) -> str:
+    """Every framework backend (not the oracle)."""
+    return _installed(request.param)
+
+
+@pytest.fixture(params=VARIANT_PARAMS)
+def framework_variant(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """Every (framework, variant) pair, e.g. ``("torch", "native")``."""
+    name, variant = request.param
+    return _installed(name), variant
+
+
+# --- owners and selection -------------------------------------------------------------------------
+
+_COLLECTED = pytest.StashKey[dict]()  # node id -> owner, before deselection
+_SKIPPED_MODULES_LIST: list[str] = []  # files that skipped as a whole when imported
+_RUNNING_OWNER: list[str] = [CORE]  # the owner of the test being set up or run
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,63 +104,107 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backend",
         action="append",
         default=None,
-        help="framework backend(s) to test (repeatable); default: every installed one",
+        help="run only the tests owned by this backend (repeatable; numpy = the core suite); "
+        "default: every test",
+    )
+    parser.addoption(
+        "--record-selection",
+        default=None,
+        metavar="FILE",
+        help="write the collected and the selected test ids, with their owners, to FILE (JSON)",
     )
 
 
-def selected_backends(config: pytest.Config) -> list[str]:
-    chosen = config.getoption("--backend")
-    names = chosen if chosen else available_backends()
-    return list(dict.fromkeys(["numpy", *names]))
+def pytest_configure(config: pytest.Config) -> None:
+    for name in BACKENDS:
+        config.addinivalue_line("markers", f"{name}: the test is about the {name} backend")
 
 
-def framework_backends(config: pytest.Config) -> list[str]:
-    return [n for n in selected_backends(config) if n != "numpy"]
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend_name" in metafunc.fixturenames:
-        metafunc.parametrize("backend_name", selected_backends(metafunc.config))
-    if "framework_name" in metafunc.fixturenames:
-        names = framework_backends(metafunc.config)
-        metafunc.parametrize(
-            "framework_name",
-            names
-            or [
-                pytest.param(
-                    None,
-                    marks=pytest.mark.skip(reason="no framework backend selected or installed"),
-                )
-            ],
-        )
-    if "framework_variant" in metafunc.fixturenames:
-        pairs = []
-        for name in framework_backends(metafunc.config):
-            module_variants = _variants(name)
-            pairs += [pytest.param((name, v), id=f"{name}-{v}") for v in module_variants]
-        metafunc.parametrize(
-            "framework_variant",
-            pairs
-            or [
-                pytest.param(
-                    None,
-                    marks=pytest.mark.skip(reason="no framework backend selected or installed"),
-                )
-            ],
-        )
-
-
-def _variants(name: str) -> tuple[str, ...]:
+def chosen_backends(config: pytest.Config) -> tuple[str, ...]:
+    """The backends named by ``--backend`` (canonical names), or all of them."""
+    names = config.getoption("--backend")
+    if not names:
+        return tuple(BACKENDS)
     try:
-        return type(get_backend(name)).variants
-    except BackendUnavailableError:
-        return ("fast",)
+        return tuple(dict.fromkeys(canonical_name(n) for n in names))
+    except BackendUnavailableError as exc:
+        raise pytest.UsageError(f"--backend: {exc}") from None
+
+
+def owner(item: pytest.Item) -> str:
+    """The one backend that ``item`` is about (its backend marker)."""
+    owners = {m.name for m in item.iter_markers() if m.name in BACKENDS}
+    if len(owners) != 1:
+        raise pytest.UsageError(
+            f"{item.nodeid} is marked for {sorted(owners)}; a test belongs to exactly one backend"
+        )
+    return owners.pop()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not even import a framework's own test file when that framework is not selected."""
+    name = FILE_OWNERS.get(collection_path.name)
+    if name is not None and name not in chosen_backends(config):
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` reads the markers added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(m.name in BACKENDS for m in item.iter_markers()):
+            mark = FILE_OWNERS.get(item.path.name, CORE)
+            item.add_marker(getattr(pytest.mark, mark))
+    chosen = chosen_backends(config)
+    keep = [item for item in items if owner(item) in chosen]
+    dropped = [item for item in items if owner(item) not in chosen]
+    config.stash[_COLLECTED] = {item.nodeid: owner(item) for item in items}
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """Remember files that skipped as a whole at import (e.g. ``importorskip`` at the top)."""
+    if report.skipped and report.nodeid.endswith(".py"):
+        _SKIPPED_MODULES_LIST.append(report.nodeid)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    path = session.config.getoption("--record-selection")
+    if not path:
+        return
+    record = {
+        "backends": list(chosen_backends(session.config)),
+        "collected": session.config.stash.get(_COLLECTED, {}),
+        "selected": [item.nodeid for item in session.items],
+        "skipped_modules": sorted(set(_SKIPPED_MODULES_LIST)),
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=1))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _RUNNING_OWNER[0] = owner(item)
+
+
+# --- helpers --------------------------------------------------------------------------------------
 
 
 def make_backend(name: str, dtype: str = "float64", variant: str | None = None):
-    """The backend, or a skip with the reason when its framework is missing here."""
+    """The backend, or a skip with the reason when its framework is missing here.
+
+    Only the oracle and the running test's own backend may be built: a numpy-owned test that
+    built a torch backend would run in no session with torch installed, so it fails instead.
+    """
     if name not in BACKENDS:
         pytest.fail(f"unknown backend {name}")
+    if name not in (CORE, _RUNNING_OWNER[0]):
+        pytest.fail(
+            f"this test is owned by {_RUNNING_OWNER[0]!r} but builds a {name!r} backend; "
+            "take framework_name/backend_name or put it in a file owned by that framework"
+        )
     try:
         return get_backend(name, dtype=dtype, device="cpu", variant=variant)
     except BackendUnavailableError as exc:
@@ -107,12 +229,22 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max |actual - expected| / max |expected|: one number per tensor, scale-free."""
+    """max |actual - expected| / max |expected| over two arrays of one shape: one scale-free
+    number per tensor.
+
+    A shape mismatch or a NaN/inf on either side is an assertion failure, not a number: a NaN
+    would compare False both ways, and ``max(0.1, nan)`` silently drops it.
+    """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    return float(np.max(np.abs(actual - expected))) / max(scale, 1e-300) if expected.size else 0.0
+    for side, values in (("actual", actual), ("expected", expected)):
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        assert bad == 0, f"{side} has {bad} NaN/inf value(s) of {values.size}"
+    if expected.size == 0:
+        return 0.0
+    scale = float(np.max(np.abs(expected)))
+    return float(np.max(np.abs(actual - expected))) / max(scale, 1e-300)
 
 
 @pytest.fixture

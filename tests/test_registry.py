@@ -14,7 +14,8 @@ from rnn_backends.backends import registry
 from rnn_backends.errors import BackendUnavailableError, ConfigError
 
 
-def test_import_loads_no_framework():
+def test_import_loads_no_framework(framework_name):
+    """Runs in each framework's session, where an eager import of it would show."""
     code = (
         "import sys, json, rnn_backends; rnn_backends.available_backends(); "
         "from rnn_backends import cli; cli.build_parser(); "
@@ -25,7 +26,8 @@ def test_import_loads_no_framework():
     assert json.loads(out.stdout) == []
 
 
-def test_get_backend_imports_only_its_framework():
+def test_get_backend_imports_only_its_framework(framework_name):
+    """Runs in each framework's session, where an eager import of it would show."""
     code = (
         "import sys, json, rnn_backends; rnn_backends.get_backend('numpy'); "
         "print(json.dumps([m for m in ('torch','jax','tensorflow','mxnet') if m in sys.modules]))"
