@@ -1,21 +1,38 @@
 """One environment per framework: MXNet 1.9.1 needs numpy<1.24, JAX and TensorFlow need numpy 2.
 
-nox                 # every test session and lint (what CI runs)
-nox -s torch        # one framework
+nox                 # lint, every test session, then no_lost_tests (what CI runs)
+nox -s torch        # only the tests about one framework
 nox -s compare      # the main job: train in every framework, write the report
+
+Each test session runs the tests owned by one backend (``pytest --backend NAME``, see
+tests/conftest.py): core and core_numpy1 the framework-free suite and the oracle, each framework
+session only the tests about that framework.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import nox
 
+# Test session -> the backend whose tests it runs.
+TEST_SESSIONS = {
+    "core": "numpy",
+    "core_numpy1": "numpy",
+    "torch": "torch",
+    "jax": "jax",
+    "tensorflow": "tensorflow",
+    "mxnet": "mxnet",
+}
+
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "core", "core_numpy1", "torch", "jax", "tensorflow", "mxnet"]
+nox.options.sessions = ["lint", *TEST_SESSIONS, "no_lost_tests"]
 
 PYTHON = "3.11"
 ROOT = Path(__file__).parent
@@ -33,8 +50,27 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _pytest(session: nox.Session, backend: str) -> None:
-    session.run("pytest", "--backend", backend, *session.posargs, env=_env())
+# Each full test session records what it collected and selected here, under a digest of the code.
+SELECTION = ROOT / ".nox" / "selection"
+
+
+def _code_digest() -> str:
+    """A digest of the tests, the package and the pytest settings: a record made from other code
+    is stale."""
+    digest = hashlib.sha256()
+    files = [*ROOT.glob("tests/**/*.py"), *ROOT.glob("rnn_backends/**/*.py")]
+    files.append(ROOT / "pyproject.toml")
+    for path in sorted(files):
+        digest.update(f"{path.relative_to(ROOT)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _pytest(session: nox.Session) -> None:
+    """The tests owned by this session's backend. A run narrowed by arguments records nothing."""
+    record = SELECTION / _code_digest() / f"{session.name}.json"
+    record.unlink(missing_ok=True)
+    args = session.posargs or ["--record-selection", str(record)]
+    session.run("pytest", "--backend", TEST_SESSIONS[session.name], *args, env=_env())
 
 
 # What each framework's environment needs, for the tests and for the compare job.
@@ -87,38 +123,73 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
-    """The framework-free core and the NumPy oracle, on numpy 2 (with the report's plots)."""
+    """The tests owned by numpy: the framework-free core and the oracle, on numpy 2 (with the
+    report's plots)."""
     session.install(".[test,plots]")
-    _pytest(session, "numpy")
+    _pytest(session)
 
 
 @nox.session(python=PYTHON)
 def core_numpy1(session: nox.Session) -> None:
-    """The same core suite on numpy 1.23.5, the version MXNet 1.9.1 needs."""
+    """The same tests on numpy 1.23.5: the MXNet environment runs the whole core on it."""
     session.install(".[test]", "numpy==1.23.5")
-    _pytest(session, "numpy")
+    _pytest(session)
 
 
 @nox.session(python=PYTHON)
 def torch(session: nox.Session) -> None:
+    """The tests owned by torch: its instances of the shared tests (no file of its own)."""
     session.install(TORCH)
     session.install(".[torch,test]")
-    _pytest(session, "torch")
+    _pytest(session)
 
 
 @nox.session(python=PYTHON)
 def jax(session: nox.Session) -> None:
+    """The tests owned by jax: its instances of the shared tests, and test_jax_specific.py."""
     session.install(".[jax,test]")
-    _pytest(session, "jax")
+    _pytest(session)
 
 
 @nox.session(python=PYTHON)
 def tensorflow(session: nox.Session) -> None:
+    """The tests owned by tensorflow: its shared-test instances, test_tensorflow_specific.py."""
     session.install(".[tensorflow,test]")
-    _pytest(session, "tensorflow")
+    _pytest(session)
 
 
 @nox.session(python=PYTHON)
 def mxnet(session: nox.Session) -> None:
+    """The tests owned by mxnet: its instances of the shared tests, and test_mxnet_specific.py."""
     session.install(".[mxnet,test]")
-    _pytest(session, "mxnet")
+    _pytest(session)
+
+
+@nox.session(python=False)
+def no_lost_tests(session: nox.Session) -> None:
+    """Every test that some session collects is run by some session.
+
+    Reads the records that the test sessions wrote for the current code (``nox`` runs them
+    first). Each environment collects what it can import: the parametrized tests everywhere,
+    ``test_<framework>_specific.py`` only where that framework is selected.
+    """
+    folder = SELECTION / _code_digest()
+    missing = [name for name in TEST_SESSIONS if not (folder / f"{name}.json").is_file()]
+    if missing:
+        session.error(
+            f"no record of {', '.join(missing)} for the current code: run those sessions "
+            "without arguments first (plain `nox` runs everything in order)"
+        )
+    records = [json.loads((folder / f"{name}.json").read_text()) for name in TEST_SESSIONS]
+    collected = {node: owner for r in records for node, owner in r["collected"].items()}
+    selected = {node for r in records for node in r["selected"]}
+    lost = sorted(set(collected) - selected)
+    files = {node.split("::")[0] for node in collected}
+    never_imported = sorted({m for r in records for m in r["skipped_modules"]} - files)
+    if lost or never_imported:
+        session.error(
+            f"{len(lost)} test(s) run in no session: {lost[:10]}; "
+            f"files skipped in every session: {never_imported}"
+        )
+    owners = dict(Counter(collected.values()))
+    session.log(f"all {len(collected)} collected tests run in some session; by owner: {owners}")
