@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,7 +72,8 @@ def test_selection_by_owner_in_a_sandbox(tmp_path):
     # Importing this file would be a collection error: it must not be imported at all.
     (tmp_path / f"test_{other}_specific.py").write_text("raise RuntimeError('imported')\n")
     record = tmp_path / "record.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "--backend", "numpy",
          "--backend", absent, "--record-selection", str(record)],
