@@ -408,7 +408,8 @@ def test_bad_input_is_a_config_error(call, match):
         call()
 
 
-def test_importing_baselines_imports_no_framework():
+def test_importing_baselines_imports_no_framework(framework_name):
+    """Runs in each framework's session, where an eager import of it would show."""
     code = (
         "import sys, rnn_backends.baselines\n"
         "bad = [m for m in ('torch', 'jax', 'tensorflow', 'mxnet', 'keras') if m in sys.modules]\n"
