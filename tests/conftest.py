@@ -95,7 +95,7 @@ def framework_variant(request: pytest.FixtureRequest) -> tuple[str, str]:
 # --- owners and selection -------------------------------------------------------------------------
 
 _COLLECTED = pytest.StashKey[dict]()  # node id -> owner, before deselection
-_SKIPPED_MODULES_LIST: list[str] = []  # files that skipped as a whole when imported
+_SKIPPED_FILES: list[str] = []  # files that skipped as a whole when imported
 _RUNNING_OWNER: list[str] = [CORE]  # the owner of the test being set up or run
 
 
@@ -167,10 +167,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     """Remember files that skipped as a whole at import (e.g. ``importorskip`` at the top)."""
     if report.skipped and report.nodeid.endswith(".py"):
-        _SKIPPED_MODULES_LIST.append(report.nodeid)
+        _SKIPPED_FILES.append(report.nodeid)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    """With ``--record-selection FILE``: every collected test id with its owner, the selected
+    ids, and the files that skipped as a whole, for noxfile's ``no_lost_tests``."""
     path = session.config.getoption("--record-selection")
     if not path:
         return
@@ -178,13 +180,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         "backends": list(chosen_backends(session.config)),
         "collected": session.config.stash.get(_COLLECTED, {}),
         "selected": [item.nodeid for item in session.items],
-        "skipped_modules": sorted(set(_SKIPPED_MODULES_LIST)),
+        "skipped_modules": sorted(set(_SKIPPED_FILES)),
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=1))
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True)  # before any fixture of the test can call make_backend
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _RUNNING_OWNER[0] = owner(item)
 
