@@ -177,16 +177,24 @@ def test_carried_state_continues_the_sequence(framework_variant, small_model):
 def test_clip_of_a_zero_gradient_is_no_step_and_no_nan(framework_name):
     """``max_norm / ||g||`` is inf for a zero gradient, also with max_norm = inf (no clipping):
     the scale is then 1, the update 0, and nothing turns into NaN."""
-    from rnn_backends import cells
+    from rnn_backends import optim
 
     backend = make_backend(framework_name, "float64")
     params = {"a": backend.asarray(np.arange(6.0).reshape(2, 3)), "b": backend.asarray(np.ones(3))}
     zeros = {k: backend.asarray(np.zeros(backend.to_numpy(v).shape)) for k, v in params.items()}
-    for max_norm in (0.5, float("inf")):
-        new, norm = cells.clip_and_sgd(backend.ops, params, zeros, 0.7, max_norm)
-        assert float(backend.to_numpy(norm)) == 0.0
-        for k in params:
-            assert np.array_equal(backend.to_numpy(new[k]), backend.to_numpy(params[k])), k
+    for kind in optim.OPTIMIZERS:
+        opt = optim.Optimizer(kind)
+        slots = backend.init_opt_state(opt, params).slots
+        rates = optim.step_rates(opt, 0, 0.7)
+        for max_norm in (0.5, float("inf")):
+            new, new_slots, norm = optim.update(backend.ops, opt, params, zeros, slots, rates,
+                                                max_norm)  # fmt: skip
+            assert float(backend.to_numpy(norm)) == 0.0
+            for k in params:
+                got = backend.to_numpy(new[k])
+                assert np.array_equal(got, backend.to_numpy(params[k])), (kind, k)
+                for slot in new_slots.values():
+                    assert not np.any(backend.to_numpy(slot[k])), (kind, k)
 
 
 def test_strict_refuses_the_fallback_that_the_default_takes(framework_name):

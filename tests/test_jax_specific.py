@@ -65,9 +65,9 @@ def test_jit_step_is_traced_once_and_matches_oracle_on_reuse(small_model, monkey
     traces = []
     step = backend._step
 
-    def counting(*args):
+    def counting(*args, **kwargs):
         traces.append(1)  # Python runs only while jax.jit traces, not on cached calls
-        return step(*args)
+        return step(*args, **kwargs)
 
     monkeypatch.setattr(backend, "_step", counting)
     native = backend.prepare(params)
