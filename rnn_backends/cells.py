@@ -46,7 +46,7 @@ class Ops:
     """The array functions the shared math needs; every adapter implements all of them.
 
     Shapes use B batch, T time, V vocabulary, H hidden. Arrays also support ``+``, ``-``, ``*``
-    with arrays and Python floats, and basic slicing of the last axis (``x[..., a:b]``).
+    and ``/`` with arrays and Python floats, and basic slicing of the last axis (``x[..., a:b]``).
 
     Arguments:
         dtype: the framework's float dtype, which ``one_hot`` (and any array made from nothing)
@@ -229,24 +229,6 @@ def cross_entropy(ops: Ops, logits: Array, Y: Array) -> Array:
     """Mean softmax cross-entropy over every token."""
     logp = logits - ops.logsumexp(logits)
     return -ops.mean(ops.pick(logp, Y))
-
-
-def global_norm(ops: Ops, grads: dict[str, Array]) -> Array:
-    return ops.sqrt(sum(ops.sum(g * g) for g in grads.values()))
-
-
-def clip_and_sgd(
-    ops: Ops, params: dict[str, Array], grads: dict[str, Array], lr: Any, max_norm: Any
-) -> tuple[dict[str, Array], Array]:
-    """SGD on gradients scaled by ``min(1, max_norm / ||g||)``; returns (new params, ||g||).
-
-    ``max_norm`` is a positive number or ``inf`` (no clipping), a Python float or a scalar tensor.
-    There is no branch on it, so a compiled step serves every threshold. A zero gradient norm
-    gives ``max_norm / 0 = inf`` (also for ``max_norm = inf``), so the scale is 1, never NaN.
-    """
-    norm = global_norm(ops, grads)
-    step = ops.minimum(max_norm / norm, 1.0) * lr
-    return {k: p - step * grads[k] for k, p in params.items()}, norm
 
 
 def concat_trick(ops: Ops, X: Array, W_xh: Array, H: Array, W_hh: Array) -> tuple[Array, Array]:

@@ -238,7 +238,7 @@ def _load_metadata(src: Path) -> tuple[dict[str, Any], ModelConfig, TrainConfig 
         meta = json.loads((src / META_FILE).read_text(encoding="utf-8"))
         model_config = ModelConfig.from_dict(meta["model_config"])
         train_config = (
-            TrainConfig.from_dict(meta["train_config"]) if meta.get("train_config") else None
+            TrainConfig.from_saved(meta["train_config"]) if meta.get("train_config") else None
         )
         vocab = Vocab.from_tokens_list(meta["vocab"])
         weights = Path(meta["params_file"])

@@ -77,7 +77,7 @@ def _add_config_options(
         for field in option_fields(cls):
             meta, flag = field.metadata["option"], option_flag(field)
             default = defaults.get(field.name)
-            shown = default_help or f"default {field.default}"
+            shown = default_help or f"default {meta.get('default_text') or field.default}"
             p.add_argument(
                 flag,
                 dest=field.name,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, check_hyper, check_schedule
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,34 @@ def _choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> None
         raise ConfigError(f"{owner}.{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _option(help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
+def _option(
+    help: str,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    default_text: str | None = None,
+) -> Any:
     """Field metadata that makes the field a command-line option (``cli.py`` reads it).
 
     ``flag`` is given where it differs from the field's name with dashes (``max_epochs`` is
-    ``--epochs``); ``choices`` restricts the values the command line accepts.
+    ``--epochs``); ``choices`` restricts the values the command line accepts; ``default_text``
+    says what the default is where the field's value (None) does not.
     """
-    return {"option": {"help": help, "flag": flag, "choices": choices}}
+    return {"option": {"help": help, "flag": flag, "choices": choices,
+                       "default_text": default_text}}  # fmt: skip
+
+
+# How each cell trains when TrainConfig leaves the optimizer, lr, schedule or warmup_steps None.
+# The tanh RNN keeps the book's plain SGD at lr 1 (its figures stay the textbook's); with it the
+# gated cells stay at the unigram perplexity for hundreds of steps (their gates start saturated
+# towards copying the state), so they take Adam, which scales each weight's step by its own
+# gradient history. Measured in README.md ("Optimizers and schedules").
+CELL_TRAINING: dict[str, dict[str, Any]] = {
+    "rnn": {"optimizer": "sgd", "lr": 1.0, "schedule": "constant", "warmup_steps": 0},
+    "gru": {"optimizer": "adam", "lr": 0.01, "schedule": "cosine", "warmup_steps": 10},
+    "lstm": {"optimizer": "adam", "lr": 0.01, "schedule": "cosine", "warmup_steps": 10},
+}
+# The learning rate an optimizer takes when it is asked for by name but lr is left out.
+OPTIMIZER_LR = {"sgd": 1.0, "momentum": 0.1, "nesterov": 0.1, "adam": 0.01, "adamw": 0.01}
 
 
 @dataclass(frozen=True)
@@ -179,21 +201,43 @@ class TrainConfig:
     Arguments:
         batch_size: sequences per minibatch B.
         num_steps: time steps per sequence T (the truncation length of BPTT).
-        lr: SGD learning rate.
+        lr: the peak learning rate (the schedule's; after the warmup).
         max_epochs: passes over the training windows.
-        grad_clip: global gradient norm threshold; 0 disables clipping.
+        grad_clip: global gradient norm threshold; 0 disables clipping. Clipping scales the raw
+            gradients, before the optimizer sees them.
         seed: seeds the weight init, the shuffling and the sequential offset.
         dtype: ``"float32"`` or ``"float64"``.
         batching: ``"windows"`` (the textbook's stride-1 windows, shuffled, state reset per batch)
             or ``"sequential"`` (consecutive batches continue each other; the hidden state is
             carried across batches and detached: truncated BPTT).
-        num_train: training windows (``"windows"`` batching); ``None`` takes what the corpus allows.
+        num_train: training windows; ``None``: the book's 10,000 for ``"windows"`` batching (or
+            what the corpus has, if fewer), every window before the validation ones for
+            ``"sequential"`` batching.
         num_val: validation windows after the training ones.
+        optimizer: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or ``"adamw"`` (see
+            :mod:`rnn_backends.optim`).
+        momentum: ``mu`` of momentum and nesterov.
+        beta1, beta2, eps: Adam's (and AdamW's) moment decay rates and denominator guard.
+        weight_decay: AdamW's decoupled weight decay (0 for the other optimizers).
+        schedule: ``"constant"``, ``"step"`` or ``"cosine"`` (to 0 at the end of the run).
+        warmup_steps: updates of linear warmup to ``lr`` before the schedule.
+        lr_decay_steps, lr_decay_rate: the ``step`` schedule multiplies the rate by
+            ``lr_decay_rate`` every ``lr_decay_steps`` updates after the warmup (None: a third
+            of them).
+
+    ``optimizer``, ``lr``, ``schedule`` and ``warmup_steps`` left None take the model's cell's
+    defaults (:data:`CELL_TRAINING`); :meth:`resolved` fills them in, and :func:`train` records
+    the resolved values in the history and the checkpoint. A ``lr`` left None with an
+    optimizer other than the cell's takes that optimizer's (:data:`OPTIMIZER_LR`).
     """
 
     batch_size: int = field(default=1024, metadata=_option("sequences per minibatch B"))
     num_steps: int = field(default=32, metadata=_option("time steps per sequence T"))
-    lr: float = field(default=1.0, metadata=_option("SGD learning rate"))
+    lr: float | None = field(
+        default=None,
+        metadata=_option("peak learning rate", default_text="per cell: 1 for rnn (SGD), 0.01 "
+                         "for gru and lstm (Adam)"),
+    )  # fmt: skip
     max_epochs: int = field(
         default=100, metadata=_option("passes over the training windows", flag="--epochs")
     )
@@ -206,13 +250,48 @@ class TrainConfig:
         default="windows",
         metadata=_option("shuffled windows, or sequential (state carried)", choices=BATCHINGS),
     )
-    num_train: int | None = field(default=10000, metadata=_option("training windows"))
+    num_train: int | None = field(
+        default=None,
+        metadata=_option("training windows", default_text="10000 with windows batching, the "
+                         "whole training split with sequential"),
+    )  # fmt: skip
     num_val: int = field(default=5000, metadata=_option("validation windows"))
+    optimizer: str | None = field(
+        default=None,
+        metadata=_option("optimizer", choices=OPTIMIZERS,
+                         default_text="per cell: sgd for rnn, adam for gru and lstm"),
+    )  # fmt: skip
+    momentum: float = field(default=0.9, metadata=_option("momentum and nesterov: mu"))
+    beta1: float = field(default=0.9, metadata=_option("adam and adamw: first-moment decay"))
+    beta2: float = field(default=0.999, metadata=_option("adam and adamw: second-moment decay"))
+    eps: float = field(default=1e-8, metadata=_option("adam and adamw: denominator guard"))
+    weight_decay: float = field(
+        default=0.0, metadata=_option("adamw: decoupled weight decay per unit learning rate")
+    )
+    schedule: str | None = field(
+        default=None,
+        metadata=_option("learning-rate schedule after the warmup", choices=SCHEDULES,
+                         default_text="per cell: constant for rnn, cosine for gru and lstm"),
+    )  # fmt: skip
+    warmup_steps: int | None = field(
+        default=None,
+        metadata=_option("updates of linear learning-rate warmup",
+                         default_text="per cell: 0 for rnn, 10 for gru and lstm"),
+    )  # fmt: skip
+    lr_decay_steps: int | None = field(
+        default=None,
+        metadata=_option("step schedule: decay every N updates",
+                         default_text="a third of the updates after the warmup"),
+    )  # fmt: skip
+    lr_decay_rate: float = field(
+        default=0.1, metadata=_option("step schedule: factor at each decay")
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_steps", "max_epochs"):
             _positive_int("TrainConfig", name, getattr(self, name))
-        _finite_positive("TrainConfig", "lr", self.lr)
+        if self.lr is not None:
+            _finite_positive("TrainConfig", "lr", self.lr)
         _finite_positive("TrainConfig", "grad_clip", self.grad_clip, allow_zero=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
@@ -222,6 +301,56 @@ class TrainConfig:
             _positive_int("TrainConfig", "num_train", self.num_train)
         if isinstance(self.num_val, bool) or not isinstance(self.num_val, int) or self.num_val < 0:
             raise ConfigError(f"TrainConfig.num_val must be an integer >= 0, got {self.num_val!r}")
+        check_hyper("TrainConfig", self.optimizer, momentum=self.momentum, beta1=self.beta1,
+                    beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)  # fmt: skip
+        check_schedule("TrainConfig", self.schedule, self.warmup_steps, self.lr_decay_steps,
+                       self.lr_decay_rate)  # fmt: skip
+
+    def resolved(self, model: ModelConfig) -> TrainConfig:
+        """This config with ``optimizer``, ``lr``, ``schedule`` and ``warmup_steps`` filled in
+        from ``model``'s cell where they are None (see :data:`CELL_TRAINING`).
+
+        Raises:
+            ConfigError: a setting that fits only another optimizer (AdamW's weight decay).
+        """
+        cell = CELL_TRAINING[model.cell]
+        optimizer = self.optimizer or cell["optimizer"]
+        lr = self.lr
+        if lr is None:
+            lr = cell["lr"] if optimizer == cell["optimizer"] else OPTIMIZER_LR[optimizer]
+        return dataclasses.replace(
+            self,
+            optimizer=optimizer,
+            lr=lr,
+            schedule=self.schedule or cell["schedule"],
+            warmup_steps=cell["warmup_steps"] if self.warmup_steps is None else self.warmup_steps,
+        )
+
+    @property
+    def is_resolved(self) -> bool:
+        return None not in (self.optimizer, self.lr, self.schedule, self.warmup_steps)
+
+    def _need_resolved(self, what: str) -> None:
+        if not self.is_resolved:
+            raise ConfigError(
+                f"{what} needs the optimizer, lr, schedule and warmup_steps, which this config "
+                "leaves to the cell; call config.resolved(model_config) first"
+            )
+
+    def optimizer_spec(self) -> Optimizer:
+        """The static part of every step (:class:`optim.Optimizer`) of a resolved config."""
+        self._need_resolved("optimizer_spec")
+        return Optimizer(
+            str(self.optimizer), momentum=self.momentum, beta1=self.beta1, beta2=self.beta2,
+            eps=self.eps, weight_decay=self.weight_decay,
+        )
+
+    def schedule_spec(self, total_steps: int) -> Schedule:
+        """The learning rate of every update (:class:`optim.Schedule`) of a resolved config,
+        for a run of ``total_steps`` updates."""
+        self._need_resolved("schedule_spec")
+        return Schedule(str(self.schedule), int(self.warmup_steps or 0), total_steps,
+                        self.lr_decay_steps, self.lr_decay_rate)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,6 +358,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         return cls(**_known_fields(cls, data))
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> TrainConfig:
+        """:meth:`from_dict` for a config a checkpoint recorded. One saved before optimizers
+        existed has no ``optimizer``: that run was plain SGD at a constant rate, whatever its
+        cell, and it continues so."""
+        if "optimizer" not in data:
+            data = {**data, "optimizer": "sgd", "schedule": "constant", "warmup_steps": 0}
+        return cls.from_dict(data)
 
 
 def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ backward pass out by hand with as few ops per time step as the math allows:
   one multiply and one multiply-add; ``1 - h^2`` for all steps at once before the loop;
 * the weight gradients after the loop as three batched reductions over all tokens
   (``dW_hh = H_prev^T dZ``, ``db_h = sum dZ``, ``dW_xh`` a scatter-add of dZ's rows by token);
-* clipping and SGD: :func:`cells.clip_and_sgd`, the same as the generic step.
+* clipping and the optimizer's update: :func:`optim.update`, which the generic step ends in too.
 
 This is the math of ``reference.loss_and_grads`` rearranged, and it is checked against that oracle
 by the shared suite (every ``train_step`` of the ``fast`` variant runs here) and by
@@ -23,9 +23,9 @@ by the shared suite (every ``train_step`` of the ``fast`` variant runs here) and
 step instead, as Keras falls back from cuDNN (or refuses, for a backend made with ``strict=True``).
 
 Each adapter supplies :class:`FastOps` (its ``cells.Ops`` plus the few functions below, in its
-``<framework>_ops.py``); the base backend runs :func:`train_step` inside the framework's compiler
-where it has one (``jax.jit``, ``tf.function``) and eagerly with no autodiff tape elsewhere
-(PyTorch, MXNet).
+``<framework>_ops.py``); the base backend runs :func:`loss_and_grads` and the update inside the
+framework's compiler where it has one (``jax.jit``, ``tf.function``) and eagerly with no autodiff
+tape elsewhere (PyTorch, MXNet).
 """
 
 from __future__ import annotations
@@ -168,21 +168,3 @@ def loss_and_grads(
     }
     return loss, grads, hs[T - 1]
 
-
-def train_step(
-    ops: FastOps,
-    params: dict[str, Array],
-    X: Array,
-    Y: Array,
-    h0: Array,
-    lr: Any,
-    max_norm: Any,
-) -> tuple[dict[str, Array], Array, Array, Array]:
-    """One SGD step with global-norm clipping: (new params, loss, grad norm, final state).
-
-    Raises:
-        NotImplementedError: ``params`` are not a one-layer tanh RNN (use the generic step).
-    """
-    loss, grads, h_last = loss_and_grads(ops, params, X, Y, h0)
-    new_params, norm = cells.clip_and_sgd(ops, params, grads, lr, max_norm)
-    return new_params, loss, norm, h_last

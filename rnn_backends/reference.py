@@ -288,6 +288,122 @@ def model_train_step(
     return sgd(params, clipped, lr), loss, norm, final
 
 
+# --- optimizers and schedules, written here independently of optim.py -------------------------
+# Plain formulas, one parameter at a time, applied to gradients already clipped by clip_grads.
+# The state is {"step": updates done, slot: {name: array}} with the slots "buf" (momentum,
+# nesterov) or "m" and "v" (adam, adamw); the slot names are the checkpoint's.
+
+OPTIMIZER_SLOTS = {"sgd": (), "momentum": ("buf",), "nesterov": ("buf",), "adam": ("m", "v"),
+                   "adamw": ("m", "v")}  # fmt: skip
+
+
+def optimizer_state(params: Params, kind: str) -> dict:
+    """The state of optimizer ``kind`` before its first update: zero slots, step 0."""
+    state: dict = {"step": 0}
+    for slot in OPTIMIZER_SLOTS[kind]:
+        state[slot] = {k: np.zeros_like(p) for k, p in params.items()}
+    return state
+
+
+def optimizer_update(
+    params: Params,
+    grads: Params,
+    state: dict,
+    kind: str,
+    lr: float,
+    *,
+    momentum: float = 0.9,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> tuple[Params, dict]:
+    """One update of optimizer ``kind`` with the (clipped) ``grads``; returns (params, state).
+
+    sgd       p - lr g
+    momentum  b = mu b + g;  p - lr b
+    nesterov  b = mu b + g;  p - lr (g + mu b)
+    adam      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  t = step + 1
+              m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);  p - lr m_hat / (sqrt(v_hat) + eps)
+    adamw     p - lr wd p first (decoupled weight decay), then adam
+    """
+    t = state["step"] + 1
+    new_state: dict = {"step": t}
+    new: Params = {}
+    for name, p in params.items():
+        g = grads[name]
+        if kind == "sgd":
+            p = p - lr * g
+        elif kind in ("momentum", "nesterov"):
+            b = momentum * state["buf"][name] + g
+            new_state.setdefault("buf", {})[name] = b
+            p = p - lr * (g + momentum * b) if kind == "nesterov" else p - lr * b
+        elif kind in ("adam", "adamw"):
+            if kind == "adamw":
+                p = p - lr * weight_decay * p
+            m = beta1 * state["m"][name] + (1 - beta1) * g
+            v = beta2 * state["v"][name] + (1 - beta2) * g**2
+            new_state.setdefault("m", {})[name] = m
+            new_state.setdefault("v", {})[name] = v
+            m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+            p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+        else:
+            raise ValueError(f"unknown optimizer {kind!r}")
+        new[name] = p.astype(params[name].dtype)
+    return new, new_state
+
+
+def schedule_lr(
+    kind: str,
+    lr: float,
+    step: int,
+    *,
+    warmup_steps: int = 0,
+    total_steps: int | None = None,
+    decay_steps: int | None = None,
+    decay_rate: float = 0.1,
+) -> float:
+    """The learning rate of update ``step`` (0-based): linear warmup to ``lr`` over
+    ``warmup_steps`` updates, then constant, step (times ``decay_rate`` every ``decay_steps``, by
+    default a third of the updates after the warmup) or cosine (to 0 over the updates after the
+    warmup)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    done = step - warmup_steps
+    if kind == "constant":
+        return lr
+    left = max(1, (total_steps or 0) - warmup_steps)  # updates after the warmup
+    if kind == "step":
+        every = decay_steps if decay_steps else max(1, left // 3)
+        return lr * decay_rate ** (done // every)
+    if kind == "cosine":
+        return float(lr * (1 + np.cos(np.pi * min(done, left) / left)) / 2)
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
+def model_optimizer_step(
+    params: Params,
+    X: np.ndarray,
+    Y: np.ndarray,
+    state,
+    lr: float,
+    max_norm: float,
+    opt_state: dict,
+    kind: str,
+    *,
+    gru_reset_after: bool = True,
+    **hyper: float,
+) -> tuple[Params, float, float, tuple[np.ndarray, ...], dict]:
+    """One step of optimizer ``kind`` after global-norm clipping: (new params, loss, norm before
+    clipping, final state, new optimizer state); ``hyper`` as :func:`optimizer_update`."""
+    loss, grads, final = model_loss_and_grads(
+        params, X, Y, state, gru_reset_after=gru_reset_after
+    )
+    clipped, norm = clip_grads(grads, max_norm)
+    new, new_opt = optimizer_update(params, clipped, opt_state, kind, lr, **hyper)
+    return new, loss, norm, final, new_opt
+
+
 # --- the single-layer tanh RNN (or GRU) with a bare (B, H) state, as the book writes it ----------
 
 

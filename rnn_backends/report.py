@@ -26,7 +26,9 @@ def _header(spec: dict[str, Any], tol: dict[str, float], wall: float) -> list[st
         "",
         f"Corpus `{spec['corpus']}`; cell `{m['cell']}`, hidden {m['hidden_size']},"
         f" vocab {m['vocab_size']}; batch {t['batch_size']} x {t['num_steps']} steps "
-        f"({t['batching']} batching), lr {t['lr']}, clip {t['grad_clip']}, {t['max_epochs']} "
+        f"({t['batching']} batching), {t.get('optimizer') or 'sgd'} at lr {t['lr']} "
+        f"({t.get('schedule') or 'constant'} schedule, {t.get('warmup_steps') or 0} warmup "
+        f"steps), clip {t['grad_clip']}, {t['max_epochs']} "
         f"epochs, seed {t['seed']}, {t['dtype']}. Same initial weights and batches everywhere.",
         f"Tolerances vs the oracle (relative): step-0 gradients {tol['grad']:.0e}, per-step loss "
         f"{tol['loss']:.0e}, perplexity {tol['ppl']:.0e}. Wall time of the job: {wall:.1f} s.",

@@ -13,6 +13,9 @@ A training checkpoint is an ordinary checkpoint directory (see :mod:`.checkpoint
   history so far, so the finished history equals that of an uninterrupted run;
 * with ``sequential`` batching, the hidden state carried into the next batch, saved beside the
   weights (``Checkpoint.arrays``) under the same checksum;
+* the optimizer's state: its update count, and its slot arrays (momentum buffers, Adam's
+  moments) beside the weights under the same checksum as ``opt:<slot>:<parameter>``, their names
+  and shapes declared in the record so that loading checks them against the parameters;
 * a SHA-256 of the corpus token ids, so a changed corpus is refused.
 
 This module decides what a run's state is and whether a checkpoint may continue this run; the
@@ -49,13 +52,16 @@ from .data.batching import CharBatches
 from .data.corpus import Corpus
 from .errors import CheckpointError, UserError
 from .metrics import Meter
+from .optim import SLOTS, OptState
 
 if TYPE_CHECKING:
     from .backends.base import Backend
 
 CARRY = "carry"  # Checkpoint.arrays names: carry0, carry1, ... (one per state tensor)
+OPT = "opt"  # Checkpoint.arrays names: opt:<slot>:<parameter>
 # Fields that may differ between a checkpoint and the run that continues it: training longer
-# changes nothing that was already computed.
+# changes nothing that was already computed (unless the schedule spans the run, see
+# _schedule_spans_run).
 MAY_CHANGE = frozenset({"max_epochs"})
 
 
@@ -69,6 +75,7 @@ class RunState:
     meter: Meter = field(default_factory=Meter)  # this epoch's training batches so far
     history: dict[str, Any] = field(default_factory=dict)
     carry: tuple[np.ndarray, ...] | None = None  # saved carried state, NumPy (L * D, B, H) each
+    opt_state: OptState | None = None  # the saved optimizer state, NumPy slots (None: fresh)
 
     def new_epoch(self, epoch: int) -> None:
         self.epoch, self.batch = epoch, 0
@@ -127,12 +134,32 @@ def carry_to_tensors(backend: Backend, carry: tuple[np.ndarray, ...] | None) -> 
     return tuple(backend.asarray(a) for a in carry)
 
 
+def _opt_arrays(opt_state: OptState | None) -> dict[str, np.ndarray]:
+    """The optimizer's slot arrays under their checkpoint names ``opt:<slot>:<parameter>``."""
+    if opt_state is None:
+        return {}
+    return {f"{OPT}:{slot}:{name}": a for slot, arrays in opt_state.slots.items()
+            for name, a in arrays.items()}  # fmt: skip
+
+
+def _opt_record(train_config: TrainConfig, opt_state: OptState | None) -> dict[str, Any] | None:
+    """The optimizer's part of the resume record: kind, update count, declared arrays."""
+    if opt_state is None:
+        return None
+    return {
+        "kind": train_config.optimizer,
+        "step": opt_state.step,
+        "arrays": {k: list(a.shape) for k, a in _opt_arrays(opt_state).items()},
+    }
+
+
 def _resume_record(
     run: RunState,
     train_config: TrainConfig,
     batches: CharBatches,
     corpus: Corpus,
     carry: tuple[np.ndarray, ...] | None,
+    opt_state: OptState | None,
 ) -> dict[str, Any]:
     """What ``extra["resume"]`` holds (see the module docstring)."""
     return {
@@ -151,6 +178,7 @@ def _resume_record(
             "batch_ppl": run.meter.batch_ppl,
         },
         "carry": None if carry is None else len(carry),
+        "optimizer": _opt_record(train_config, opt_state),
         "corpus_sha256": corpus_fingerprint(corpus.ids),
         "history": run.history,
     }
@@ -161,6 +189,7 @@ def save_run(
     backend: Backend,
     tensors: Any,
     carry: Any,
+    opt_state: OptState | None,
     corpus: Corpus,
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -170,11 +199,14 @@ def save_run(
     """Write the training checkpoint of ``run`` to ``out/checkpoint`` and the history beside it.
 
     Arguments:
-        tensors: the backend's parameters; carry: its carried state (a tuple) or None.
+        tensors: the backend's parameters; carry: its carried state (a tuple) or None;
+        opt_state: the optimizer's state (tensors) or None.
     Raises:
-        NonFiniteError: a weight or the carried state is NaN/Inf (nothing is written then).
+        NonFiniteError: a weight, the carried state or an optimizer slot is NaN/Inf (nothing is
+            written then).
     """
     saved_carry = _carry_to_numpy(backend, carry)
+    saved_opt = None if opt_state is None else backend.export_opt_state(opt_state)
     ckpt = Checkpoint(
         backend.export(tensors),
         model_config,
@@ -184,10 +216,12 @@ def save_run(
         extra={
             "backend": backend.name,
             "corpus": corpus.name,
-            RESUME_KEY: _resume_record(run, train_config, batches, corpus, saved_carry),
+            RESUME_KEY: _resume_record(run, train_config, batches, corpus, saved_carry,
+                                       saved_opt),
         },
-        arrays={f"{CARRY}{i}": a for i, a in enumerate(saved_carry or ())},
-    )
+        arrays={**{f"{CARRY}{i}": a for i, a in enumerate(saved_carry or ())},
+                **_opt_arrays(saved_opt)},
+    )  # fmt: skip
     path = save_checkpoint(out / CHECKPOINT_DIR, ckpt)
     write_json(out / HISTORY_FILE, run.history)
     return path
@@ -221,6 +255,14 @@ def _check_same_run(
     diffs = _config_differences(ckpt.model_config.to_dict(), model_config.to_dict())
     saved_train = ckpt.train_config.to_dict() if ckpt.train_config else {}
     diffs += _config_differences(saved_train, train_config.to_dict())
+    if _schedule_spans_run(train_config) and saved_train.get("max_epochs") != (
+        train_config.max_epochs
+    ):
+        diffs.append(
+            f"max_epochs: checkpoint {saved_train.get('max_epochs')!r}, asked "
+            f"{train_config.max_epochs!r}, and the {train_config.schedule} schedule spans the "
+            "whole run, so its learning rates would change"
+        )
     if diffs:
         raise CheckpointError(
             f"checkpoint {str(src)!r} belongs to another model or training setup ("
@@ -252,6 +294,47 @@ def _check_position(
         )
 
 
+def _schedule_spans_run(config: TrainConfig) -> bool:
+    """Whether the learning rate of a step depends on the run's length (``max_epochs``)."""
+    return config.schedule == "cosine" or (
+        config.schedule == "step" and config.lr_decay_steps is None
+    )
+
+
+def _opt_state(ckpt: Checkpoint, info: dict[str, Any], src: Path) -> OptState | None:
+    """The optimizer state a resume record declares, checked against the parameters: the
+    declared slots are the optimizer's, each array is there with its declared shape, which is
+    its parameter's shape, with the parameters' dtype, and finite."""
+    record = info.get("optimizer")
+    if record is None:
+        return None  # written before optimizers existed (plain SGD keeps no state)
+    bad = f"checkpoint {str(src)!r} has a damaged optimizer state"
+    kind = record.get("kind") if isinstance(record, dict) else None
+    saved = ckpt.train_config.optimizer if ckpt.train_config else None
+    if kind not in SLOTS or kind != saved:
+        raise CheckpointError(f"{bad} (optimizer {kind!r}, the config says {saved!r})")
+    expected = {f"{OPT}:{slot}:{name}": list(p.shape) for slot in SLOTS[kind]
+                for name, p in ckpt.params.items()}  # fmt: skip
+    if record.get("arrays") != expected:
+        raise CheckpointError(f"{bad} (its declared arrays are not one per slot and parameter "
+                              "with the parameter's shape)")  # fmt: skip
+    dtype = next(iter(ckpt.params.values())).dtype
+    slots: dict[str, dict[str, np.ndarray]] = {slot: {} for slot in SLOTS[kind]}
+    for key, shape in expected.items():
+        a = ckpt.arrays.get(key)
+        if a is None or list(a.shape) != shape or a.dtype != dtype or not np.all(np.isfinite(a)):
+            raise CheckpointError(
+                f"{bad} ({key} is missing, of another shape or dtype than declared, or not "
+                "finite); use an earlier checkpoint"
+            )
+        _, slot, name = key.split(":", 2)
+        slots[slot][name] = a
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{bad} (update count {step!r})")
+    return OptState(step, slots)
+
+
 def _run_state(ckpt: Checkpoint, info: dict[str, Any], src: Path) -> RunState:
     """The :class:`RunState` a resume record describes, its carried state taken from ``ckpt``."""
     carry = None
@@ -274,6 +357,7 @@ def _run_state(ckpt: Checkpoint, info: dict[str, Any], src: Path) -> RunState:
         ),
         history=dict(info["history"]),
         carry=carry,
+        opt_state=_opt_state(ckpt, info, src),
     )
 
 

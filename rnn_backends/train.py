@@ -1,4 +1,5 @@
-"""The backend-agnostic training loop: epochs of SGD with clipping, perplexity, history, checkpoint.
+"""The backend-agnostic training loop: epochs of clipped optimizer steps at the schedule's learning
+rate, perplexity, history, checkpoint.
 
 Perplexity is exp of the token-weighted mean cross-entropy. The textbook's figure (the mean of
 per-batch exp(loss)) is reported beside it for parity; the two differ when batches differ in size
@@ -33,6 +34,7 @@ from .data.batching import Batch, CharBatches
 from .data.corpus import Corpus
 from .errors import ConfigError, NonFiniteError, UserError
 from .metrics import Meter, Perplexity
+from .optim import Optimizer, OptState, Schedule
 from .params import init_params
 from .progress import Progress
 from .resume import RunState, carry_to_tensors, guard_output, load_run, save_run
@@ -143,7 +145,7 @@ def _initial_state(
         return ckpt.params, state
     if params is None:
         params = init_params(model_config, train_config.seed, train_config.dtype)
-    empty = {"epochs": [], "step_loss": [], "step_grad_norm": [], "step_seconds": []}
+    empty = {"epochs": [], "step_loss": [], "step_grad_norm": [], "step_lr": [], "step_seconds": []}
     return params, RunState(history={**header, **empty})
 
 
@@ -159,6 +161,10 @@ class _Run:
     out: Path | None  # the run directory, or None to write nothing
     state: RunState
     tensors: Any  # the backend's parameters, kept as its tensors between steps
+    optimizer: Optimizer
+    schedule: Schedule
+    peak_lr: float  # the schedule's rate after the warmup
+    opt_state: OptState  # the optimizer's state as tensors
     carry: Any = None  # the backend's state after the last step (used when batches carry it)
     on_step: Callable[[int, float, float], None] | None = None
     checkpoint_every: int | None = None
@@ -169,8 +175,8 @@ class _Run:
         if self.out is None:
             return
         carry = self.carry if self.batches.carries_state else None
-        save_run(self.out, self.backend, self.tensors, carry, self.corpus, self.model_config,
-                 self.train_config, self.batches, self.state)  # fmt: skip
+        save_run(self.out, self.backend, self.tensors, carry, self.opt_state, self.corpus,
+                 self.model_config, self.train_config, self.batches, self.state)  # fmt: skip
         self.last_saved = self.state.step
 
     def train_epoch(self, epoch: int, bar: Progress) -> None:
@@ -191,6 +197,7 @@ class _Run:
     def _step(self, epoch: int, index: int, X: np.ndarray, Y: np.ndarray) -> float:
         """One update on batch ``index`` (X, Y: (B, T) ids), recorded in the meter and history;
         returns its loss. A non-finite loss or gradient norm raises before anything is kept."""
+        lr = self.schedule.lr(self.peak_lr, self.state.step)
         t0 = time.perf_counter()
         # A diverging step overflows; the check below reports it with its step, so NumPy's own
         # overflow warnings (the oracle's) would only be noise.
@@ -200,17 +207,20 @@ class _Run:
                 X,
                 Y,
                 self.carry if self.batches.carries_state else None,
-                lr=self.train_config.lr,
+                lr=lr,
                 grad_clip=self.train_config.grad_clip,
+                optimizer=self.optimizer,
+                opt_state=self.opt_state,
             )
         seconds = time.perf_counter() - t0
         if not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
             raise self._diverged(res, epoch)
-        self.tensors, self.carry = res.params, res.state
+        self.tensors, self.carry, self.opt_state = res.params, res.state, res.opt_state
         state = self.state
         state.meter.add(res.loss, X.size)
         state.history["step_loss"].append(res.loss)
         state.history["step_grad_norm"].append(res.grad_norm)
+        state.history.setdefault("step_lr", []).append(lr)  # absent from older checkpoints
         state.history["step_seconds"].append(seconds)
         if self.on_step is not None:
             self.on_step(state.step, res.loss, seconds)
@@ -275,6 +285,8 @@ def train(
     """Train from ``init_params(model_config, seed)`` (or ``params``) and return the result.
 
     Arguments:
+        train_config: its optimizer, lr, schedule and warmup left None take the cell's defaults
+            (:meth:`TrainConfig.resolved`); the history and checkpoints record the values used.
         backend: built for ``train_config.dtype`` (``get_backend(name, dtype=...)``).
         out_dir: where ``history.json`` and ``checkpoint/`` go (nothing written if None). A
             checkpoint is written at step 0, every ``checkpoint_every`` steps and at the end.
@@ -293,6 +305,7 @@ def train(
         UserError: ``out_dir`` holds another run's checkpoint, or cannot be created.
     """
     _check_arguments(backend, model_config, train_config, params, resume, checkpoint_every)
+    train_config = train_config.resolved(model_config)
     resume_dir = find_checkpoint(resume) if resume is not None else None
     # Loaded first, so that a checkpoint of another model says so.
     loaded = load_run(resume_dir, corpus, model_config, train_config) if resume_dir else None
@@ -305,9 +318,14 @@ def train(
     out = _open_output(out_dir, resume_dir, overwrite)  # only now, with every input checked
     header = _history_header(backend, corpus, model_config, train_config)
     start, state = _initial_state(header, model_config, train_config, params, loaded)
-    run = _Run(backend, corpus, model_config, train_config, batches, out, state,
-               tensors=backend.prepare(start), carry=carry_to_tensors(backend, state.carry),
-               on_step=on_step, checkpoint_every=checkpoint_every)  # fmt: skip
+    tensors, optimizer = backend.prepare(start), train_config.optimizer_spec()
+    opt_state = (backend.init_opt_state(optimizer, tensors) if state.opt_state is None
+                 else backend.prepare_opt_state(state.opt_state))  # fmt: skip
+    run = _Run(backend, corpus, model_config, train_config, batches, out, state, tensors,
+               optimizer, train_config.schedule_spec(batches.total_train_batches()),
+               float(train_config.lr or 0.0), opt_state,
+               carry=carry_to_tensors(backend, state.carry), on_step=on_step,
+               checkpoint_every=checkpoint_every)  # fmt: skip
     if resume_dir is None:
         run.save()  # step 0: the directory now belongs to this run, and a kill can resume
     elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():

@@ -119,6 +119,64 @@ def test_fifty_float64_steps_reproduce_oracle_loss_curve(framework_variant):
         assert rel_err(final[k], oracle_params[k]) <= 1e-9, k
 
 
+# Each optimizer with a schedule and a warmup (every schedule is used); the peak rates make the
+# 50-step run learn while clipping at 0.3 engages on many steps.
+OPTIMIZER_RUNS = [
+    ("sgd", 2.0, {}, "step", 5),
+    ("momentum", 0.4, {"momentum": 0.8}, "cosine", 10),
+    ("nesterov", 0.3, {"momentum": 0.9}, "constant", 5),
+    ("adam", 0.05, {"beta2": 0.99}, "cosine", 10),
+    ("adamw", 0.05, {"weight_decay": 0.5}, "step", 5),
+]
+
+
+def run_with_optimizer(backend, params, batches, kind, lr, hyper, schedule, warmup, clip):
+    """50 steps of ``backend`` and of the oracle; the backend's rates come from optim.Schedule,
+    the oracle's from its own schedule_lr. Returns (final tensors, oracle params, rows of (loss,
+    oracle loss, norm, oracle norm))."""
+    from rnn_backends import optim
+
+    opt = optim.Optimizer(kind, **hyper)
+    plan = optim.Schedule(schedule, warmup, len(batches), None, 0.5)
+    native, opt_state = backend.prepare(params), None
+    oracle = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    o_state = reference.optimizer_state(oracle, kind)
+    rows = []
+    for step, (X, Y) in enumerate(batches):
+        res = backend.train_step(native, X, Y, lr=plan.lr(lr, step), grad_clip=clip,
+                                 optimizer=opt, opt_state=opt_state)  # fmt: skip
+        native, opt_state = res.params, res.opt_state
+        o_lr = reference.schedule_lr(schedule, lr, step, warmup_steps=warmup,
+                                     total_steps=len(batches), decay_rate=0.5)  # fmt: skip
+        oracle, o_loss, o_norm, _, o_state = reference.model_optimizer_step(
+            oracle, X, Y, None, o_lr, clip, o_state, kind, **hyper
+        )
+        rows.append((res.loss, o_loss, res.grad_norm, o_norm))
+    assert opt_state.step == o_state["step"] == len(batches)
+    return native, oracle, np.array(rows)
+
+
+@pytest.mark.parametrize("kind,lr,hyper,schedule,warmup", OPTIMIZER_RUNS,
+                         ids=[r[0] for r in OPTIMIZER_RUNS])  # fmt: skip
+def test_fifty_float64_steps_of_each_optimizer_reproduce_oracle(
+    framework_variant, kind, lr, hyper, schedule, warmup
+):
+    name, variant = framework_variant
+    cfg = ModelConfig(vocab_size=13, hidden_size=9, init_sigma=0.3)
+    params = init_params(cfg, seed=2)
+    backend = make_backend(name, "float64", variant)
+    native, oracle, rows = run_with_optimizer(backend, params, _batches(13, 50), kind, lr, hyper,
+                                              schedule, warmup, clip=0.3)  # fmt: skip
+    losses, o_losses, norms, o_norms = rows.T
+    assert o_losses[-1] < o_losses[0] - 0.5  # it learns
+    assert (o_norms > 0.3).sum() >= 10  # and clipping engages
+    assert np.max(np.abs(losses - o_losses)) <= 1e-9
+    assert np.max(np.abs(norms - o_norms) / o_norms) <= 1e-9
+    final = backend.export(native)
+    for k in params:
+        assert rel_err(final[k], oracle[k]) <= 1e-9, k
+
+
 def test_clipping_is_applied(framework_variant):
     """One step with a gradient norm far above the threshold: the update must be scaled down."""
     name, variant = framework_variant
@@ -177,16 +235,24 @@ def test_carried_state_continues_the_sequence(framework_variant, small_model):
 def test_clip_of_a_zero_gradient_is_no_step_and_no_nan(framework_name):
     """``max_norm / ||g||`` is inf for a zero gradient, also with max_norm = inf (no clipping):
     the scale is then 1, the update 0, and nothing turns into NaN."""
-    from rnn_backends import cells
+    from rnn_backends import optim
 
     backend = make_backend(framework_name, "float64")
     params = {"a": backend.asarray(np.arange(6.0).reshape(2, 3)), "b": backend.asarray(np.ones(3))}
     zeros = {k: backend.asarray(np.zeros(backend.to_numpy(v).shape)) for k, v in params.items()}
-    for max_norm in (0.5, float("inf")):
-        new, norm = cells.clip_and_sgd(backend.ops, params, zeros, 0.7, max_norm)
-        assert float(backend.to_numpy(norm)) == 0.0
-        for k in params:
-            assert np.array_equal(backend.to_numpy(new[k]), backend.to_numpy(params[k])), k
+    for kind in optim.OPTIMIZERS:
+        opt = optim.Optimizer(kind)
+        slots = backend.init_opt_state(opt, params).slots
+        rates = optim.step_rates(opt, 0, 0.7)
+        for max_norm in (0.5, float("inf")):
+            new, new_slots, norm = optim.update(backend.ops, opt, params, zeros, slots, rates,
+                                                max_norm)  # fmt: skip
+            assert float(backend.to_numpy(norm)) == 0.0
+            for k in params:
+                got = backend.to_numpy(new[k])
+                assert np.array_equal(got, backend.to_numpy(params[k])), (kind, k)
+                for slot in new_slots.values():
+                    assert not np.any(backend.to_numpy(slot[k])), (kind, k)
 
 
 def test_strict_refuses_the_fallback_that_the_default_takes(framework_name):

@@ -225,7 +225,9 @@ CASES = [
          _train("--batching", "sequential", "--batch-size", "64"),
          lambda c: CharBatches(load_corpus().ids, TrainConfig(**{**TINY, "batch_size": 64},
                                                               batching="sequential")),
-         CorpusError, "too few for sequential batches of batch_size=64"),
+         CorpusError, r"sequential batches of batch_size=64 x num_steps=8 need 512 training "
+         r"windows but the training split has 64 \(num_train=64\); set num_train "
+         r"\(--num-train\) to 512 or more.*set batch_size \(--batch-size\) to 8 or less"),
     # --- sizes and numbers
     Case("zero-batch-size", _train("--batch-size", "0"), lambda c: TrainConfig(batch_size=0),
          ConfigError, "batch_size must be a positive integer, got 0"),

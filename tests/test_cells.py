@@ -267,3 +267,37 @@ def test_fifty_float64_steps_with_carried_state_reproduce_oracle(framework_varia
     final = backend.export(native)
     for k in params:
         assert rel_err(final[k], oracle[k]) <= 1e-9, k
+
+
+@pytest.mark.parametrize("key", ["gru_before_2l", "lstm_2l"])
+def test_fifty_float64_adamw_steps_of_deep_models_reproduce_oracle(framework_variant, key):
+    """AdamW with warmup and a cosine schedule on stacked gated cells, the state carried: every
+    layer's moments and updates as the oracle's (a layer the optimizer missed would drift)."""
+    from rnn_backends import optim
+
+    cfg, params, _, _, _ = _model(key)
+    backend = _backend(framework_variant, "float64", cfg)
+    opt = optim.Optimizer("adamw", beta2=0.99, weight_decay=0.3)
+    plan = optim.Schedule("cosine", warmup_steps=10, total_steps=50)
+    native, state, opt_state = backend.prepare(params), None, None
+    oracle, o_state = dict(params), None
+    o_opt = reference.optimizer_state(params, "adamw")
+    rows = []
+    for step, (X, Y) in enumerate(_batches(50)):
+        res = backend.train_step(native, X, Y, state, lr=plan.lr(0.05, step), grad_clip=0.15,
+                                 optimizer=opt, opt_state=opt_state)  # fmt: skip
+        native, state, opt_state = res.params, res.state, res.opt_state
+        lr = reference.schedule_lr("cosine", 0.05, step, warmup_steps=10, total_steps=50)
+        oracle, o_loss, o_norm, o_state, o_opt = reference.model_optimizer_step(
+            oracle, X, Y, o_state, lr, 0.15, o_opt, "adamw", gru_reset_after=cfg.gru_reset_after,
+            beta2=0.99, weight_decay=0.3,
+        )
+        rows.append((res.loss, o_loss, res.grad_norm, o_norm))
+    losses, o_losses, norms, o_norms = np.array(rows).T
+    assert o_losses[-1] < o_losses[0] - 0.3  # it learns
+    assert (o_norms > 0.15).sum() >= 10  # and clipping engages
+    assert np.max(np.abs(losses - o_losses)) <= 1e-9
+    assert np.max(np.abs(norms - o_norms) / o_norms) <= 1e-9
+    final = backend.export(native)
+    for k in params:
+        assert rel_err(final[k], oracle[k]) <= 1e-9, k

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rnn_backends import cells
+from rnn_backends import optim
 from rnn_backends.compare import default_spec, run_compare
 
 TINY = {"hidden_size": 16, "batch_size": 32, "num_steps": 8, "max_epochs": 2, "num_train": 512,
@@ -49,9 +49,9 @@ def _has_matplotlib() -> bool:
 
 def test_a_framework_that_skips_clipping_fails_the_job(framework_name, tmp_path, monkeypatch):
     """The textbook's JAX trainer never clipped; the job must catch that kind of bug."""
-    real = cells.clip_and_sgd
-    monkeypatch.setattr(cells, "clip_and_sgd",
-                        lambda ops, p, g, lr, max_norm: real(ops, p, g, lr, 0.0))
+    real = optim.update
+    monkeypatch.setattr(optim, "update", lambda ops, opt, p, g, slots, rates, max_norm: real(
+        ops, opt, p, g, slots, rates, float("inf")))
     spec = _spec(grad_clip=0.05, lr=2.0)
     report = run_compare(tmp_path, [framework_name], spec, log=lambda *_: None)
     assert not report["passed"]

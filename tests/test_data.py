@@ -152,3 +152,73 @@ def test_sequential_batches_continue_each_other():
 def test_too_many_windows_requested():
     with pytest.raises(CorpusError, match="num_train=100"):
         CharBatches(np.arange(50), TrainConfig(num_steps=5, num_train=100, num_val=0))
+
+
+# --- defaults that fit the batching, and messages that say what to change to what -------------
+
+
+def _every_epoch_has_a_batch(batches: CharBatches, epochs: int = 40) -> bool:
+    """Each epoch (its random offset drawn from the seed) gives at least one training batch, and
+    num_train_batches counts exactly what train_batches yields."""
+    for e in range(epochs):
+        n = sum(1 for _ in batches.train_batches(e))
+        if n == 0 or n != batches.num_train_batches(e):
+            return False
+    return True
+
+
+def test_sequential_batching_works_with_every_default():
+    """The book's batch (1024 x 32) needs 32,768 training windows; num_train left out takes
+    every window before the validation ones (the embedded corpus has 34,108 of them)."""
+    ids = load_corpus("default").ids
+    cfg = TrainConfig(batching="sequential")
+    b = CharBatches(ids, cfg)
+    assert b.num_train == len(ids) - cfg.num_steps - cfg.num_val
+    assert b.num_train >= cfg.batch_size * cfg.num_steps
+    assert _every_epoch_has_a_batch(b)
+    X, Y = next(b.train_batches(0))
+    assert X.shape == (1024, 32) and (X[:, 1:] == Y[:, :-1]).all()
+    assert sum(X.size for X, _ in b.val_batches()) > 0
+    assert b.total_train_batches() == sum(b.num_train_batches(e) for e in range(cfg.max_epochs))
+
+
+def test_windows_batching_default_is_the_books_ten_thousand_or_what_fits():
+    assert CharBatches(np.arange(20000) % 7, TrainConfig()).num_train == 10000
+    small = CharBatches(np.arange(9000) % 7, TrainConfig(num_val=1000))
+    assert small.num_train == 9000 - 32 - 1000  # fewer windows than the book's: all of them
+
+
+def _suggested(message: str, option: str, direction: str) -> int:
+    """The value the message tells to set ``option`` to ('... to N or more/less')."""
+    import re
+
+    found = re.search(rf"\(--{option}\) to (\d+) or {direction}", message)
+    assert found, message
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("num_train", [None, 3000])
+def test_a_sequential_batch_that_does_not_fit_names_the_exact_values(num_train):
+    """The suggested values are exact: each one fits, one step beyond it does not."""
+    ids = load_corpus("default").ids
+    base = dict(batching="sequential", batch_size=4096, num_steps=16, num_train=num_train)
+    with pytest.raises(CorpusError) as caught:
+        CharBatches(ids, TrainConfig(**base))
+    message = str(caught.value)
+    assert "need 65536 training windows" in message
+    assert "--num-train" not in message  # all the windows there are would not suffice
+    batch = _suggested(message, "batch-size", "less")
+    assert _every_epoch_has_a_batch(CharBatches(ids, TrainConfig(**{**base, "batch_size": batch})))
+    with pytest.raises(CorpusError):
+        CharBatches(ids, TrainConfig(**{**base, "batch_size": batch + 1}))
+    if num_train is None:
+        return
+    base["batch_size"] = 1024  # 16,384 windows: more than num_train, fewer than the corpus has
+    with pytest.raises(CorpusError) as caught:
+        CharBatches(ids, TrainConfig(**base))
+    need = _suggested(str(caught.value), "num-train", "more")
+    assert _every_epoch_has_a_batch(CharBatches(ids, TrainConfig(**{**base, "num_train": need})))
+    with pytest.raises(CorpusError):
+        CharBatches(ids, TrainConfig(**{**base, "num_train": need - 1}))
+    assert "leave it out" in str(caught.value)
+    CharBatches(ids, TrainConfig(**{**base, "num_train": None}))  # leaving it out fits too

@@ -17,7 +17,7 @@ mx = pytest.importorskip("mxnet")
 
 from conftest import REPO, make_backend, rel_err  # noqa: E402
 
-from rnn_backends import ModelConfig, cells, init_params, reference  # noqa: E402
+from rnn_backends import ModelConfig, init_params, optim, reference  # noqa: E402
 from rnn_backends.errors import BackendUnavailableError  # noqa: E402
 
 F64_TOL = 1e-10
@@ -142,13 +142,16 @@ def test_logsumexp_is_stable_and_matches_the_oracle(backend):
 
 @pytest.mark.parametrize("clip_factor", [0.1, 10.0])
 def test_clip_and_sgd_under_set_np_matches_the_oracle(backend, small_model, clip_factor):
-    """Gluon's clip_global_norm rejects mx.np arrays; the shared clip over MxnetOps does not."""
+    """Gluon's clip_global_norm rejects mx.np arrays; the shared clip and update over MxnetOps
+    do not."""
     _, params, X, Y = small_model
     _, grads, _ = reference.loss_and_grads(params, X, Y)
     max_norm = reference.grad_norm(grads) * clip_factor  # clips for 0.1, not for 10
     native_p = backend.prepare(params)
     native_g = {k: backend.asarray(g) for k, g in grads.items()}
-    new, norm = cells.clip_and_sgd(backend.ops, native_p, native_g, 0.7, max_norm)
+    sgd = optim.Optimizer("sgd")
+    rates = optim.step_rates(sgd, 0, 0.7)
+    new, _, norm = optim.update(backend.ops, sgd, native_p, native_g, {}, rates, max_norm)
     clipped, o_norm = reference.clip_grads(grads, max_norm)
     expected = reference.sgd(params, clipped, 0.7)
     assert float(backend.to_numpy(norm)) == pytest.approx(o_norm, rel=1e-12)

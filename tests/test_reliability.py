@@ -26,7 +26,7 @@ from rnn_backends.checkpointing import (
     write_json,
 )
 from rnn_backends.cli import main
-from rnn_backends.errors import NonFiniteError
+from rnn_backends.errors import CheckpointError, NonFiniteError
 from rnn_backends.train import train
 
 # Three epochs of eight sequential batches (4 rows x 8 steps over 268 tokens, whatever the epoch's
@@ -37,6 +37,12 @@ TINY_CLI = [
     "--epochs", "3", "--seed", "3", "--hidden-size", "8", "--batching", "sequential",
     "--device", "cpu", "--no-progress", "--num-preds", "0",
 ]  # fmt: skip
+# The optimizer with the most state to lose: Adam's two moments and its update count, a warmup
+# and a cosine that spans the run, so a resumed step at the wrong rate or from fresh moments
+# shows in the weights.
+ADAM_COSINE = dict(optimizer="adam", lr=0.02, schedule="cosine", warmup_steps=5)
+ADAM_COSINE_CLI = ["--optimizer", "adam", "--lr", "0.02", "--schedule", "cosine",
+                   "--warmup-steps", "5"]  # fmt: skip
 EVERY = 2
 TOTAL_STEPS = 24
 
@@ -124,10 +130,13 @@ def _strip_times(history: dict) -> dict:
 def _assert_same_run(a: Path, b: Path) -> None:
     ca, cb = load_checkpoint(a / CHECKPOINT_DIR), load_checkpoint(b / CHECKPOINT_DIR)
     assert ca.step == cb.step == TOTAL_STEPS
-    assert set(ca.params) == set(cb.params)
+    assert set(ca.params) == set(cb.params) and set(ca.arrays) == set(cb.arrays)
     for k in ca.params:
         assert ca.params[k].dtype == cb.params[k].dtype
         assert ca.params[k].tobytes() == cb.params[k].tobytes(), f"{k} differs"
+    for k in ca.arrays:  # the optimizer's slots (and a carried state) too
+        assert ca.arrays[k].tobytes() == cb.arrays[k].tobytes(), f"{k} differs"
+    assert ca.extra["resume"]["optimizer"] == cb.extra["resume"]["optimizer"]
     ha = json.loads((a / HISTORY_FILE).read_text())
     hb = json.loads((b / HISTORY_FILE).read_text())
     assert len(ha["step_seconds"]) == TOTAL_STEPS
@@ -135,13 +144,19 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_sigkill_at_random_points_then_resume_is_bit_identical(backend_name, tmp_path):
+    """Adam with warmup and a cosine schedule, sequential batching: the weights, the carried
+    state, Adam's moments and update count, and the schedule's position all survive the kills.
+    (Plain SGD resumes in test_crash_inside_the_loop_then_resume_matches.)"""
     # The uninterrupted run, through the API in this process: the killed and resumed processes
     # must reproduce it bit for bit.
-    corpus, model, cfg = _setup("sequential")
+    corpus, model, cfg = _setup("sequential", **ADAM_COSINE)
     backend = make_backend(backend_name, "float32")  # skips when the framework is missing
     train(backend, corpus, model, cfg, out_dir=tmp_path / "ref", progress=False)
-    assert load_checkpoint(tmp_path / "ref" / CHECKPOINT_DIR).step == TOTAL_STEPS
-    args = [*TINY_CLI, "--backend", backend_name, "--checkpoint-every", str(EVERY)]
+    ref = load_checkpoint(tmp_path / "ref" / CHECKPOINT_DIR)
+    assert ref.step == TOTAL_STEPS and ref.train_config.optimizer == "adam"
+    assert {k.split(":")[1] for k in ref.arrays if k.startswith("opt:")} == {"m", "v"}
+    args = [*TINY_CLI, *ADAM_COSINE_CLI, "--backend", backend_name, "--checkpoint-every",
+            str(EVERY)]  # fmt: skip
 
     run = tmp_path / "run"
     resumed_from = []
@@ -196,22 +211,24 @@ def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
-def _setup(batching: str, dtype: str = "float32"):
+def _setup(batching: str, dtype: str = "float32", **train: object):
     corpus = load_corpus("default")
     model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=8)
-    cfg = TrainConfig(batching=batching, dtype=dtype, **TINY)
+    cfg = TrainConfig(batching=batching, dtype=dtype, **{**TINY, **train})
     return corpus, model, cfg
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 @pytest.mark.parametrize("batching", ["windows", "sequential"])
-def test_crash_inside_the_loop_then_resume_matches(backend_name, batching, tmp_path):
-    corpus, model, cfg = _setup(batching)
+def test_crash_inside_the_loop_then_resume_matches(backend_name, batching, optimizer, tmp_path):
+    extra = {} if optimizer == "sgd" else dict(ADAM_COSINE, optimizer="adamw", weight_decay=0.1)
+    corpus, model, cfg = _setup(batching, **extra)
     # One backend for the three runs: compiling once keeps this quick, and the kill test above
     # already resumes in fresh processes.
     backend = make_backend(backend_name, "float32")
     ref = train(backend, corpus, model, cfg, progress=False)
     n_steps = len(ref.history["step_loss"])
-    rng = np.random.default_rng(zlib.crc32(f"{backend_name}-{batching}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{backend_name}-{batching}-{optimizer}".encode()))
     crash_at = int(rng.integers(1, n_steps - 1))
 
     def crash(step: int, loss: float, seconds: float) -> None:
@@ -226,6 +243,47 @@ def test_crash_inside_the_loop_then_resume_matches(backend_name, batching, tmp_p
     for k in ref.params:
         assert got.params[k].tobytes() == ref.params[k].tobytes(), k
     assert _strip_times(got.history) == _strip_times(ref.history)
+
+
+def _tamper(folder: Path, edit) -> None:
+    meta_path = folder / CHECKPOINT_DIR / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta["extra"]["resume"]["optimizer"])
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda o: o["arrays"].update({"opt:m:W_hh": [8, 9]}), "declared arrays"),
+        (lambda o: o["arrays"].pop("opt:v:b_q"), "declared arrays"),
+        (lambda o: o.update(kind="momentum"), "optimizer 'momentum', the config says 'adam'"),
+        (lambda o: o.update(step=-1), "update count -1"),
+    ],
+)
+def test_a_damaged_optimizer_state_is_refused(tmp_path, edit, match):
+    """The optimizer's arrays are declared in the metadata (which no checksum covers); a
+    declaration that does not fit the parameters or the optimizer is refused on resume."""
+    corpus, model, cfg = _setup("windows", "float64", **ADAM_COSINE)
+    oracle = make_backend("numpy", "float64")
+    train(oracle, corpus, model, cfg, out_dir=tmp_path, progress=False)
+    _tamper(tmp_path, edit)
+    with pytest.raises(CheckpointError, match=f"damaged optimizer state.*{match}"):
+        train(oracle, corpus, model, cfg, out_dir=tmp_path, progress=False, resume=tmp_path)
+
+
+def test_a_schedule_that_spans_the_run_refuses_more_epochs_on_resume(tmp_path):
+    corpus, model, cfg = _setup("windows", "float64", **ADAM_COSINE)
+    oracle = make_backend("numpy", "float64")
+    train(oracle, corpus, model, cfg, out_dir=tmp_path, progress=False)
+    longer = TrainConfig(**{**cfg.to_dict(), "max_epochs": 5})
+    with pytest.raises(CheckpointError, match="cosine schedule spans the whole run"):
+        train(oracle, corpus, model, longer, out_dir=tmp_path, progress=False, resume=tmp_path)
+    # With a constant rate the same resume goes on (test_training_longer_...).
+    flat = TrainConfig(**{**cfg.to_dict(), "schedule": "constant"})
+    train(oracle, corpus, model, flat, out_dir=tmp_path / "flat", progress=False)
+    train(oracle, corpus, model, TrainConfig(**{**flat.to_dict(), "max_epochs": 4}),
+          out_dir=tmp_path / "flat", progress=False, resume=tmp_path / "flat")  # fmt: skip
 
 
 def test_training_longer_from_a_finished_run_equals_one_longer_run(tmp_path):

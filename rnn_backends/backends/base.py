@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import cells, fastpath
+from .. import cells, fastpath, optim
 from ..config import CELL_SPECS, ModelConfig
 from ..errors import BackendUnavailableError, ConfigError
 from ..params import infer_model
@@ -58,6 +59,7 @@ class StepResult:
     loss: float  # mean cross-entropy of the batch, before the update
     grad_norm: float  # global gradient norm before clipping
     state: Any  # the final state as tensors, detached: feed it to the next batch to carry it
+    opt_state: optim.OptState | None = None  # the optimizer's state as tensors, for the next step
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def positive_int(value: Any) -> bool:
 
 
 def clip_threshold(grad_clip: float) -> float:
-    """``train_step``'s ``grad_clip`` as the ``max_norm`` of :func:`cells.clip_and_sgd`: 0 (no
+    """``train_step``'s ``grad_clip`` as the ``max_norm`` of :func:`optim.update`: 0 (no
     clipping) becomes ``inf``, so the clip needs no branch."""
     ok = isinstance(grad_clip, (int, float)) and not isinstance(grad_clip, bool)
     if not ok or not grad_clip >= 0:
@@ -309,20 +311,20 @@ class Backend(abc.ABC):
         logits, carry = self._forward(params, X, h0)
         return cells.cross_entropy(self.ops, logits, Y), carry
 
-    def _step(
-        self, params: Tensors, X: Any, Y: Any, h0: Any, lr: Any, max_norm: Any
-    ) -> tuple[Tensors, Any, Any, Any]:
-        """One SGD step with clipping: (new params, loss, grad norm, final carry).
+    def _grads(self, params: Tensors, X: Any, Y: Any, h0: Any) -> tuple[Any, Any, Tensors]:
+        """(loss, final carry, gradients) for a training step.
 
-        The ``fast`` variant runs the hand-written step of :mod:`rnn_backends.fastpath` where it
-        covers the model; where it raises :class:`NotImplementedError` (before running any op, so
-        also inside a trace) the generic step runs instead, unless the backend is ``strict``.
+        The ``fast`` variant runs the hand-written backward of :mod:`rnn_backends.fastpath` where
+        it covers the model; where it raises :class:`NotImplementedError` (before running any op,
+        so also inside a trace) autodiff runs instead, unless the backend is ``strict``.
         """
         if self.variant == "fast":
             try:
                 with self._inference():
-                    ops = self._make_fast_ops()
-                    return fastpath.train_step(ops, params, X, Y, h0, lr, max_norm)
+                    loss, grads, carry = fastpath.loss_and_grads(
+                        self._make_fast_ops(), params, X, Y, h0
+                    )
+                return loss, carry, grads
             except NotImplementedError as exc:
                 if self.strict:
                     raise ConfigError(
@@ -330,10 +332,31 @@ class Backend(abc.ABC):
                         f"from the fast step: {exc}; make it with strict=False to run the "
                         "generic step for this model"
                     ) from None
-        loss, carry, grads = self.value_and_grad(self._loss, params, X, Y, h0)
+        return self.value_and_grad(self._loss, params, X, Y, h0)
+
+    def _step(
+        self,
+        params: Tensors,
+        X: Any,
+        Y: Any,
+        h0: Any,
+        slots: optim.Slots,
+        rates: optim.Rates,
+        max_norm: Any,
+        *,
+        optimizer: optim.Optimizer,
+    ) -> tuple[Tensors, optim.Slots, Any, Any, Any]:
+        """One training step: (new params, new optimizer slots, loss, grad norm, final carry).
+
+        ``optimizer`` is static (bound before compiling); everything else is a traced input. The
+        update is :func:`optim.update` for the fast and the generic step alike.
+        """
+        loss, carry, grads = self._grads(params, X, Y, h0)
         with self._inference():
-            new_params, norm = cells.clip_and_sgd(self.ops, params, grads, lr, max_norm)
-        return new_params, loss, norm, carry
+            new_params, new_slots, norm = optim.update(
+                self.ops, optimizer, params, grads, slots, rates, max_norm
+            )
+        return new_params, new_slots, loss, norm, carry
 
     def _zeros_state(self, params: Tensors, batch: int) -> Any:
         """A zero carry: (B, H), or (S * L * D, B, H) for models with several state tensors."""
@@ -377,9 +400,10 @@ class Backend(abc.ABC):
         c = c.reshape(n, model.num_layers * model.num_directions, *c.shape[-2:])
         return tuple(c[j] for j in range(n))
 
-    def _compiled(self, kind: str, fn: Callable) -> Callable:
-        """``_compile(kind, fn)``, cached per kind and the current option values."""
-        key = (kind, *(getattr(self, name) for name in self.options))
+    def _compiled(self, kind: str, fn: Callable, *static: Hashable) -> Callable:
+        """``_compile(kind, fn)``, cached per kind, the current option values and ``static``
+        (what ``fn`` closes over, e.g. the step's optimizer)."""
+        key = (kind, *static, *(getattr(self, name) for name in self.options))
         return self._cached(key, lambda: self._compile(kind, fn))
 
     def _inputs(
@@ -406,6 +430,28 @@ class Backend(abc.ABC):
     def export(self, tensors: Tensors) -> Params:
         """Tensors -> canonical NumPy parameters."""
         return {k: self.to_numpy(v) for k, v in tensors.items()}
+
+    def init_opt_state(
+        self, optimizer: optim.Optimizer | str | None, params: Params | Tensors
+    ) -> optim.OptState:
+        """The state of ``optimizer`` before its first update: step 0 and zero slots, each the
+        shape of its parameter, as tensors."""
+        opt = optim.as_optimizer(optimizer)
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        zeros = {s: {k: np.zeros(shape, dtype=self.dtype) for k, shape in shapes.items()}
+                 for s in opt.slots}  # fmt: skip
+        return self.prepare_opt_state(optim.OptState(0, zeros))
+
+    def prepare_opt_state(self, opt_state: optim.OptState) -> optim.OptState:
+        """An optimizer state with NumPy slots (from a checkpoint) -> tensors; tensors stay."""
+        return opt_state.map(
+            lambda a: self.asarray(np.asarray(a, dtype=self.dtype)) if isinstance(a, np.ndarray)
+            else a
+        )
+
+    def export_opt_state(self, opt_state: optim.OptState) -> optim.OptState:
+        """An optimizer state's tensors -> NumPy arrays (for a checkpoint)."""
+        return opt_state.map(self.to_numpy)
 
     def forward(
         self, params: Params, X: np.ndarray, state: State | None = None
@@ -448,20 +494,40 @@ class Backend(abc.ABC):
         *,
         lr: float,
         grad_clip: float,
+        optimizer: optim.Optimizer | str | None = None,
+        opt_state: optim.OptState | None = None,
     ) -> StepResult:
-        """One SGD step with global-norm clipping at ``grad_clip`` (0: no clipping)."""
+        """One training step: global-norm clipping at ``grad_clip`` (0: no clipping), then one
+        update of ``optimizer`` at learning rate ``lr``.
+
+        Arguments:
+            optimizer: an :class:`optim.Optimizer`, a kind (``"adam"``) with its defaults, or None
+                for plain SGD (the book's).
+            opt_state: the ``opt_state`` of the previous step's result (NumPy slots are taken too,
+                e.g. from a checkpoint); None starts the optimizer afresh (step 0, zero slots).
+        Returns:
+            a :class:`StepResult` whose ``params``, ``state`` and ``opt_state`` are tensors to
+            pass to the next step.
+        """
         max_norm = clip_threshold(grad_clip)
+        opt = optim.as_optimizer(optimizer)
         with self._device_scope():
             tensors, X_, Y_, h0 = self._inputs(params, X, Y, state)
-            step = self._compiled("step", self._step)
-            new, loss, norm, carry = step(
-                tensors, X_, Y_, h0, self._scalar(lr), self._scalar(max_norm)
+            if opt_state is None:
+                opt_state = self.init_opt_state(opt, tensors)
+            opt_state.check(opt, {k: tuple(v.shape) for k, v in tensors.items()})
+            slots = self.prepare_opt_state(opt_state).slots
+            rates = optim.Rates(*map(self._scalar, optim.step_rates(opt, opt_state.step, lr)))
+            step = self._compiled("step", functools.partial(self._step, optimizer=opt), opt)
+            new, new_slots, loss, norm, carry = step(
+                tensors, X_, Y_, h0, slots, rates, self._scalar(max_norm)
             )
             return StepResult(
                 params=new,
                 loss=float(self.to_numpy(loss)),
                 grad_norm=float(self.to_numpy(norm)),
                 state=(self._detach(carry),),
+                opt_state=optim.OptState(opt_state.step + 1, new_slots),
             )
 
     def concat_trick(

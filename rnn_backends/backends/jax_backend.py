@@ -149,8 +149,9 @@ class JaxBackend(Backend):
         return nn.RNN(cell, time_major=False, return_carry=True, unroll=self.unroll)
 
     # --- 6. compilation: jax.jit ---------------------------------------------------------------
-    # One program per kind and unroll, traced once per shape. The learning rate and the clip
-    # threshold are traced arguments, so neither a schedule nor a new threshold recompiles.
+    # One program per kind, unroll and (for the step) optimizer, traced once per shape. The
+    # learning rate, Adam's bias corrections and the clip threshold are traced arguments, so
+    # neither a schedule, nor the step count, nor a new threshold recompiles.
 
     def _compile(self, kind: str, fn: Callable) -> Callable:
         return jax.jit(fn)

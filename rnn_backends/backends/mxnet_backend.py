@@ -8,7 +8,7 @@ Quirks handled here, each next to the code it affects:
 * Gluon's ``rnn.RNN`` defaults to **relu** (the textbook's concise MXNet RNN is a relu RNN);
 * the state always goes into ``rnn.RNN`` explicitly (a hybridized layer needs a begin state);
 * Gluon's default (uniform) initializer fails for float64 parameters under ``set_np()``;
-* Gluon's ``clip_global_norm`` fails under ``set_np()``: clipping is ``cells.clip_and_sgd``.
+* Gluon's ``clip_global_norm`` fails under ``set_np()``: clipping is in ``optim.update``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import reference
+from .. import optim, reference
 from .base import Backend, Params, State, StepResult, clip_threshold
 
 
@@ -58,12 +58,26 @@ class NumpyBackend(Backend):
         loss, grads, _ = self._run(reference.model_loss_and_grads, params, X, Y, self._state(state))
         return loss, grads
 
-    def train_step(self, params, X, Y, state=None, *, lr, grad_clip) -> StepResult:
+    def train_step(
+        self, params, X, Y, state=None, *, lr, grad_clip, optimizer=None, opt_state=None
+    ) -> StepResult:
         max_norm = clip_threshold(grad_clip)  # validated as everywhere; the oracle takes inf too
-        new, loss, norm, final = self._run(
-            reference.model_train_step, params, X, Y, self._state(state), lr, max_norm
+        opt = optim.as_optimizer(optimizer)
+        tensors = self.prepare(params)
+        if opt_state is None:
+            opt_state = self.init_opt_state(opt, tensors)
+        opt_state.check(opt, {k: v.shape for k, v in tensors.items()})
+        # The oracle's own optimizer, given the hyper-parameters by name (it imports no optim).
+        hyper = {"momentum": opt.momentum, "beta1": opt.beta1, "beta2": opt.beta2,
+                 "eps": opt.eps, "weight_decay": opt.weight_decay}  # fmt: skip
+        before = {"step": opt_state.step, **self.prepare_opt_state(opt_state).slots}
+        new, loss, norm, final, after = self._run(
+            reference.model_optimizer_step, tensors, X, Y, self._state(state), lr, max_norm,
+            before, opt.kind, **hyper,
         )
-        return StepResult(params=new, loss=loss, grad_norm=norm, state=final)
+        step = after.pop("step")
+        return StepResult(params=new, loss=loss, grad_norm=norm, state=final,
+                          opt_state=optim.OptState(step, after))  # fmt: skip
 
     def concat_trick(self, X, W_xh, H, W_hh):
         return reference.concat_trick(

@@ -205,9 +205,10 @@ class _CompiledStep:
     def __call__(self, params: dict[str, Any], *args: Any) -> Any:
         if self.backend.variant == "native":
             self.backend._keras_layers(self.backend.model(params))
+        # The optimizer's slots (a dict of dicts) and rates (a tuple) are nested: flatten them.
         signature = (
             *((k, tuple(v.shape), v.dtype) for k, v in params.items()),
-            *(tuple(a.shape) for a in args),
+            *(tuple(a.shape) for a in tf.nest.flatten(args)),
         )
         first = signature not in self._seen
         with quiet_cpp_logs() if first else contextlib.nullcontext():

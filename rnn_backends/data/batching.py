@@ -4,10 +4,13 @@ Two schemes:
 
 * ``windows`` (the textbook, 1.0 edition): every stride-1 window of ``num_steps + 1`` tokens is an
   example; the first ``num_train`` windows train (shuffled each epoch by a seeded NumPy generator),
-  the next ``num_val`` validate. The hidden state starts from zero in every batch.
-* ``sequential``: the token stream is cut into ``batch_size`` rows and read left to right, so row
-  ``b`` of batch ``i + 1`` continues row ``b`` of batch ``i``. The hidden state is carried across
-  batches and detached (truncated BPTT). Each epoch starts at a seeded random offset.
+  the next ``num_val`` validate. The hidden state starts from zero in every batch. ``num_train``
+  None is the book's 10,000 (fewer if the corpus has fewer before the validation windows).
+* ``sequential``: the tokens the training windows cover are cut into ``batch_size`` rows and read
+  left to right, so row ``b`` of batch ``i + 1`` continues row ``b`` of batch ``i``. The hidden
+  state is carried across batches and detached (truncated BPTT). Each epoch starts at a seeded
+  random offset. ``num_train`` None takes every window before the validation ones: a batch of
+  B rows of T steps needs B * T training windows, more than the book's 10,000 at its B and T.
 
 Shuffling uses ``np.random.default_rng([seed, epoch])``: any epoch can be replayed on its own, which
 is what exact resume needs.
@@ -25,6 +28,8 @@ from ..config import TrainConfig
 from ..errors import CorpusError
 
 Batch = tuple[np.ndarray, np.ndarray]
+
+BOOK_NUM_TRAIN = 10000  # the textbook's training windows: ``windows`` batching's default
 
 
 def windows(ids: np.ndarray, num_steps: int) -> np.ndarray:
@@ -67,28 +72,60 @@ class CharBatches:
     config: TrainConfig
 
     def __post_init__(self) -> None:
-        total = len(windows(self.ids, self.config.num_steps))
-        num_train = self.num_train
-        if num_train <= 0 or num_train + self.config.num_val > total:
+        cfg = self.config
+        total = len(windows(self.ids, cfg.num_steps))
+        room = total - cfg.num_val  # windows left for training
+        if room <= 0:
             raise CorpusError(
-                f"the corpus gives {total} windows of {self.config.num_steps + 1} tokens, but "
-                f"num_train={self.config.num_train} + num_val={self.config.num_val} were asked "
-                "for; lower them or use a longer corpus"
+                f"the corpus gives {total} windows of {cfg.num_steps + 1} tokens and num_val="
+                f"{cfg.num_val} takes them all; set num_val (--num-val) to {max(0, total // 3)} "
+                "or less, or use a longer corpus"
             )
-        if self.config.batching == "sequential":
-            # sequential_batches is a generator: its length check runs on the first next(). Check
-            # the largest random offset an epoch can draw, so that no later epoch can fail.
-            cfg = self.config
-            next(
-                sequential_batches(self.train_ids, cfg.batch_size, cfg.num_steps, cfg.num_steps - 1)
+        if cfg.num_train is not None and cfg.num_train > room:
+            raise CorpusError(
+                f"the corpus gives {total} windows of {cfg.num_steps + 1} tokens, but num_train="
+                f"{cfg.num_train} + num_val={cfg.num_val} were asked for; set num_train "
+                f"(--num-train) to {room} or less, lower num_val, or use a longer corpus"
             )
+        if cfg.batching == "sequential":
+            self._check_sequential(room)
+
+    def _check_sequential(self, room: int) -> None:
+        """Refuse a sequential batch that the training windows cannot fill, saying which option
+        to change to what.
+
+        Every epoch reads ``num_train + T`` tokens from an offset of up to ``T - 1``, so one batch
+        of B rows x T steps needs ``num_train >= B * T`` (checked here rather than at the first
+        epoch that draws the largest offset).
+        """
+        cfg = self.config
+        B, T, have = cfg.batch_size, cfg.num_steps, self.num_train
+        need = B * T
+        if have >= need:
+            return
+        fixes = []
+        if cfg.num_train is not None and need <= room:
+            fixes.append(f"set num_train (--num-train) to {need} or more, or leave it out to "
+                         f"train on all {room} windows")  # fmt: skip
+        if have // T >= 1:
+            fixes.append(f"set batch_size (--batch-size) to {have // T} or less")
+        elif room // T >= 1:
+            fixes.append(f"leave num_train out and set batch_size (--batch-size) to "
+                         f"{room // T} or less")  # fmt: skip
+        fixes.append("use a longer corpus")
+        given = "" if cfg.num_train is None else f" (num_train={cfg.num_train})"
+        raise CorpusError(
+            f"sequential batches of batch_size={B} x num_steps={T} need {need} training windows "
+            f"but the training split has {have}{given}; " + ", or ".join(fixes)
+        )
 
     @property
     def num_train(self) -> int:
-        total = len(self.ids) - self.config.num_steps
-        if self.config.num_train is None:
-            return total - self.config.num_val
-        return self.config.num_train
+        """Training windows: ``config.num_train``, or for None the default of the batching."""
+        if self.config.num_train is not None:
+            return self.config.num_train
+        room = len(self.ids) - self.config.num_steps - self.config.num_val
+        return room if self.config.batching == "sequential" else min(BOOK_NUM_TRAIN, room)
 
     @property
     def carries_state(self) -> bool:
@@ -137,8 +174,16 @@ class CharBatches:
         for start in range(0, len(win), cfg.batch_size):
             yield _split(win[start : start + cfg.batch_size])
 
-    def num_train_batches(self) -> int:
+    def num_train_batches(self, epoch: int = 0) -> int:
+        """How many training batches ``epoch`` has (with ``sequential`` batching it depends on
+        the epoch's random offset, by at most one)."""
         cfg = self.config
         if cfg.batching == "sequential":
-            return sum(1 for _ in self.train_batches(0))
+            offset = int(self.epoch_rng(epoch).integers(0, cfg.num_steps))
+            rows = (len(self.train_ids) - offset - 1) // cfg.batch_size
+            return rows // cfg.num_steps
         return -(-self.num_train // cfg.batch_size)
+
+    def total_train_batches(self) -> int:
+        """Training batches in all ``max_epochs`` epochs: the run's updates."""
+        return sum(self.num_train_batches(e) for e in range(self.config.max_epochs))
