@@ -221,6 +221,10 @@ def _plot_deviation(plt: Any, out: Path, rows: list[dict[str, Any]],
         ax.plot([max(d, tiny) for d in r["loss_diff_curve"]], lw=0.9,
                 linestyle=_STYLES[i % len(_STYLES)], label=r["backend"])  # fmt: skip
     ax.set_yscale("log")
+    shown = [d for r in curves for d in r["loss_diff_curve"] if d > 0]
+    shown += [b for b in band or [] if b > 0]
+    if shown:
+        ax.set_ylim(bottom=min(shown) / 3)
     ax.set_xlabel("training step")
     ax.set_ylabel("|loss - float64 loss| / float64 loss")
     ax.set_title("Per-step deviation from the float64 oracle")
