@@ -88,16 +88,29 @@ def _scale(x: Any) -> float:
     return float(np.abs(x).max()) if x.size else 0.0
 
 
+def _excess(actual: Any, truth: Any, u: float) -> float:
+    """``max |actual - truth|`` beyond the rounding of storing the result: each entry's
+    deviation less ``u |truth|`` (what the final rounding of a correct computation may add)."""
+    a, t = np.asarray(actual, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if a.size == 0:
+        return 0.0
+    d = np.abs(a - t) - u * np.abs(t)
+    return float("inf") if np.isnan(d).any() else float(max(d.max(), 0.0))
+
+
 def band_check(what: str, step: int | None, actual: Any, truth: Any, members: list[Any],
-               dtype: str) -> Check:  # fmt: skip
-    """``max |actual - truth|`` against :data:`MARGIN` times the members' largest deviation
-    (at least the rounding of the result itself, ``u max |truth|``)."""
+               dtype: str, before: Any = None) -> Check:  # fmt: skip
+    """The deviation of ``actual`` from ``truth`` beyond the rounding of the stored result,
+    against :data:`MARGIN` times the members' largest such deviation; at least ``MARGIN u``
+    times the largest entry of ``truth``, or of the step ``truth - before`` when given (a
+    parameter's update: what a bug in the step changes)."""
     u = numerics.UNIT_ROUNDOFF[dtype]
-    band = max((_max_abs(m, truth) for m in members), default=0.0)
-    floor = u * _scale(truth)
-    return Check(what, step, _max_abs(actual, truth), MARGIN * max(band, floor),
-                 f"{MARGIN:g}x the ensemble band" if band >= floor else
-                 f"{MARGIN:g}x the rounding of the result")  # fmt: skip
+    band = max((_excess(m, truth, u) for m in members), default=0.0)
+    moved = None if before is None else np.asarray(truth, np.float64) - np.asarray(before)
+    floor = u * _scale(truth if moved is None else moved)
+    rule = "the ensemble band" if band >= floor else "the rounding of the result"
+    return Check(what, step, _excess(actual, truth, u), MARGIN * max(band, floor),
+                 f"{MARGIN:g}x {rule}, beyond the rounding of the stored result")  # fmt: skip
 
 
 def tolerance_check(what: str, step: int | None, actual: Any, truth: Any, tol: float,
@@ -161,8 +174,9 @@ def step_checks(
             checks.append(tolerance_check(what, step, actual[key], truth[key],
                                           F64_TOLERANCES["step"], scale))  # fmt: skip
         else:
+            start = before.get(key) if key.startswith("params/") else None
             checks.append(band_check(what, step, actual[key], truth[key],
-                                     [m[key] for m in members], dtype))  # fmt: skip
+                                     [m[key] for m in members], dtype, start))  # fmt: skip
     return checks
 
 
