@@ -170,6 +170,14 @@ class OneStep:
     def check_loss(self, loss: float) -> Ratio:
         return worst_ratio(loss, self.loss, self.allowed_loss)
 
+    def check_logits(self, logits: Any) -> Ratio:
+        return worst_ratio(logits, self.logits, self.allowed_logits)
+
+    def check_state(self, state: tuple[Any, ...]) -> list[Ratio]:
+        """One ratio per state tensor (``(h,)`` or ``(h, c)``, each (L * D, B, H))."""
+        return [worst_ratio(s, t, a)
+                for s, t, a in zip(state, self.state, self.allowed_state, strict=True)]  # fmt: skip
+
 
 def one_step(params: dict[str, Any], X: np.ndarray, Y: np.ndarray, state: Any = None, *,
              dtype: str = "float32", gru_reset_after: bool = True) -> OneStep:  # fmt: skip
