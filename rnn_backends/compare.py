@@ -472,13 +472,18 @@ def _interchange_checks(ctx: _Context, row: dict[str, Any],
     return checks, texts
 
 
-def _messages(name: str, checks: list[verdict.Check], limit: int = 8) -> list[str]:
-    """One line per failed check, earliest step first, at most ``limit`` (then a count)."""
+def _messages(name: str, checks: list[verdict.Check], limit: int = 12) -> list[str]:
+    """One line per quantity that failed, at its earliest failing step, earliest first; at most
+    ``limit`` lines, then how many departures more (every check is in ``report.json``)."""
     failed = sorted((c for c in checks if not c.ok),
                     key=lambda c: (c.step is None, c.step or 0, -c.ratio))  # fmt: skip
-    lines = [f"{name}: {c.describe()}" for c in failed[:limit]]
-    if len(failed) > limit:
-        lines.append(f"{name}: ... and {len(failed) - limit} more departures")
+    first: dict[str, verdict.Check] = {}
+    for c in failed:
+        first.setdefault(c.what, c)
+    lines = [f"{name}: {c.describe()}" for c in list(first.values())[:limit]]
+    if len(failed) > len(lines):
+        lines.append(f"{name}: ... and {len(failed) - len(lines)} more departures "
+                     "(report.json lists every check)")  # fmt: skip
     return lines
 
 
