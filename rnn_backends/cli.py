@@ -38,6 +38,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _device_arg(value: str) -> str:
+    """``--device``: any label :func:`parse_device` accepts, as its canonical spelling."""
+    from .backends.base import parse_device
+
+    try:
+        return str(parse_device(value))
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_DEVICE_HELP = "cpu, gpu (or cuda), tpu, optionally with an index: gpu:1"
+
+
 def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
@@ -216,7 +229,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--backend", default=None,
                     help="numpy, torch (default), jax, tensorflow, mxnet")
     tr.add_argument("--variant", default=None, help="textbook, concat, fast (default) or native")
-    tr.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: GPU if any")
+    tr.add_argument("--device", default=None, type=_device_arg,
+                    help=f"{_DEVICE_HELP} (default: a GPU if there is one)")
     tr.add_argument("--corpus", default=None, help="default, timemachine, or a text file")
     _add_config_options(tr, default_help=None)
     tr.add_argument("--out", default=None, help="output directory (default runs/BACKEND)")
@@ -273,7 +287,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--json", action="store_true", help="print the text as a JSON string")
     gen.add_argument("--backend", default="numpy")
     gen.add_argument("--variant", default=None)
-    gen.add_argument("--device", default=None, choices=["cpu", "gpu"])
+    gen.add_argument("--device", default=None, type=_device_arg, help=_DEVICE_HELP)
     gen.add_argument("--dtype", default=None, choices=DTYPES, help="default: the checkpoint's")
     gen.set_defaults(func=cmd_generate)
 
@@ -325,7 +339,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("--corpus", default="default")
     cmp_.add_argument("--preset", default="quick", help="quick (default) or textbook")
     cmp_.add_argument("--variant", default=None)
-    cmp_.add_argument("--device", default=None, choices=["cpu", "gpu"])
+    cmp_.add_argument("--device", default=None, type=_device_arg,
+                      help=f"{_DEVICE_HELP}; every framework runs there, judged against the "
+                      "float64 oracle on the CPU")
     _add_config_options(cmp_, default_help="overrides the preset", defaults={"dtype": "float64"})
     cmp_.add_argument("--prefix", default="the clock")
     cmp_.add_argument("--num-preds", type=int, default=40)
@@ -389,7 +405,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--device", default="cpu", type=_device_arg, help=_DEVICE_HELP)
     p.add_argument("--threads", type=int, default=1,
                    help="threads per framework (default 1, so that figures from a machine "
                    "shared with other work stay comparable; 0 leaves each framework's default)")

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from . import numerics, shadow, truth, verdict
 from .backends.registry import BACKENDS, canonical_name, get_backend, is_installed
 from .checkpointing import load_checkpoint, write_json
-from .config import ModelConfig, TrainConfig
+from .config import CELL_SPECS, ModelConfig, TrainConfig
 from .data.batching import CharBatches
 from .data.corpus import load_corpus
 from .errors import UserError
@@ -37,14 +38,19 @@ from .train import evaluate, train
 from .workers import launch
 
 ORACLE = "numpy"
+TRUTH = "float64-truth"  # the folder of a float32 job's float64 runs (not a framework)
 
-# How far a framework may be from the oracle before the job fails. float64 is exact arithmetic up
-# to rounding order; float32 rounding is amplified along a training run, so the trajectory bound is
-# looser than the one-step bound (both are far below any real bug: a skipped clip, a relu cell or
-# a frozen layer move the loss by 1e-2 or more within a few steps).
-TOLERANCES = {
-    "float64": {"grad": 1e-10, "loss": 1e-9, "ppl": 1e-9},
-    "float32": {"grad": 1e-5, "loss": 1e-4, "ppl": 1e-4},
+# float64 results are held to fixed tolerances; float32 results to the rounding model and the
+# ensemble band (rnn_backends.verdict explains both).
+TOLERANCES = {"float64": dict(verdict.F64_TOLERANCES)}
+
+# What each preset checks beyond step 0 (which is always checked): the whole float64 oracle run
+# and the ensemble's runs (``trajectory``; a float32 job only), the number of ensemble members
+# (the plain float32 oracle and permuted ones), and how many training steps each framework saves
+# for the single-step replays. The float32 quick job costs about 4 oracle runs more than float64.
+PRESET_CHECKS: dict[str, dict[str, Any]] = {
+    "quick": {"trajectory": True, "members": 4, "sampled_steps": 12},
+    "textbook": {"trajectory": True, "members": 4, "sampled_steps": 12},
 }
 
 # The optimizer, learning rate, schedule and warmup are left to the cell (TrainConfig.resolved): the
@@ -86,6 +92,9 @@ class Spec:
     num_preds: int
     temperature: float
     sample_seed: int
+    checks: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: dict(PRESET_CHECKS["quick"])
+    )
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model)
@@ -127,11 +136,16 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     loss0, grads0 = backend.loss_and_grads(params0, X0, Y0)
     np.savez(folder / "grads0.npz", **grads0)
 
+    total = train_config.max_epochs * batches.num_train_batches()
+    steps = shadow.sampled_steps(total, int(spec.checks.get("sampled_steps", 0)))
+    recorder = shadow.Recorder(backend, steps, folder / shadow.FOLDER,
+                               states=len(CELL_SPECS[model_config.cell].states))  # fmt: skip
     t0 = time.perf_counter()
     result = train(
-        backend, corpus, model_config, train_config, out_dir=folder, progress=None, overwrite=True
+        recorder, corpus, model_config, train_config, out_dir=folder, progress=None, overwrite=True
     )  # the report is regenerated whole on every run
     wall = time.perf_counter() - t0
+    recorder.save_index()
     seconds = result.history["step_seconds"]
     steady = seconds[1:] or seconds
     tokens = train_config.batch_size * train_config.num_steps
@@ -236,8 +250,29 @@ def run_compare(
                 status[name] = f"failed in {phase}: {why}"
             else:
                 status.setdefault(name, "ok")
+    if spec.train["dtype"] != "float64" and status.get(ORACLE) == "ok":
+        log(f"[{TRUTH}] float64 oracle and ensemble runs")
+        _float64_truth(out, names, status, spec)
     wall = time.perf_counter() - t_start
     return write_report(out, judge(out, names, status, spec, wall), oracle=ORACLE)
+
+
+def _float64_truth(out: Path, names: list[str], status: dict[str, str], spec: Spec) -> None:
+    """A float32 job's float64 runs: the oracle's trajectory and the ensemble's (when the
+    preset checks trajectories) and every checkpoint's validation perplexity."""
+    corpus = load_corpus(spec.corpus)
+    model, config = spec.model_config(), spec.train_config()
+    folder = out / TRUTH
+    folder.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {}
+    if spec.checks.get("trajectory"):
+        data = truth.trajectories(corpus, model, config, int(spec.checks.get("members", 1)))
+    data["checkpoints"] = {
+        name: truth.evaluate_checkpoint(out / name / "checkpoint", corpus, model, config)
+        for name in names
+        if status.get(name) == "ok" and (out / name / "checkpoint").is_dir()
+    }
+    write_json(folder / "truth.json", data)
 
 
 def default_spec(
@@ -276,6 +311,7 @@ def default_spec(
         num_preds=num_preds,
         temperature=0.8,
         sample_seed=0,
+        checks=dict(PRESET_CHECKS[preset]),
     )
 
 
@@ -293,68 +329,222 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) / scale if scale > 0 else float(np.max(np.abs(a - b)))
 
 
-def _grad_diff(folder: Path, oracle_folder: Path) -> tuple[float, str]:
-    with np.load(folder / "grads0.npz") as g, np.load(oracle_folder / "grads0.npz") as o:
-        diffs = {k: rel_diff(g[k], o[k]) for k in o.files}
-    worst = max(diffs, key=diffs.get)
-    return diffs[worst], worst
+@dataclasses.dataclass
+class _Context:
+    """What every framework of one job is judged against."""
+
+    out: Path
+    spec: Spec
+    dtype: str
+    model: ModelConfig
+    oracle: dict[str, Any] | None  # the numpy row's record
+    oracle_x: dict[str, Any]  # the numpy row's evaluation of every checkpoint
+    truth: dict[str, Any]  # a float32 job's float64 runs (truth.json)
+    initial: truth.Initial | None  # a float32 job's step-0 truth
+
+    @property
+    def members(self) -> int:
+        return int(self.spec.checks.get("members", 1))
+
+    def truth_losses(self) -> np.ndarray | None:
+        """The float64 oracle's per-step losses, when this job has them."""
+        if self.dtype == "float64":
+            return None if self.oracle is None else np.asarray(self.oracle["step_loss"])
+        run = self.truth.get("float64")
+        return None if run is None else np.asarray(run["step_loss"])
+
+    def member_runs(self) -> list[dict[str, Any]]:
+        """Every member's run: the float32 oracle (the numpy row) first, then the permuted."""
+        if self.oracle is None or "float64" not in self.truth:
+            return []
+        plain = {"step_loss": self.oracle["step_loss"],
+                 "val_ppl": self.oracle["epochs"][-1]["val_ppl"]}  # fmt: skip
+        return [plain, *self.truth.get("members", [])]
 
 
-def _against_oracle(row: dict[str, Any], oracle: dict[str, Any], out: Path,
-                    tol: dict[str, float]) -> list[str]:
-    """Add the differences to the oracle's run to ``row`` (same number of steps); return the
-    departures beyond ``tol``."""
-    name = row["backend"]
-    ours, ref = np.array(row["step_loss"]), np.array(oracle["step_loss"])
-    loss_diff = np.abs(ours - ref) / np.abs(ref)
-    worst_step = int(np.argmax(loss_diff))
-    row["loss_diff"] = float(loss_diff[worst_step])
-    row["loss_diff_step"] = worst_step
-    row["grad_diff"], row["grad_diff_param"] = _grad_diff(out / name, out / ORACLE)
-    val, val_ref = row["epochs"][-1]["val_ppl"], oracle["epochs"][-1]["val_ppl"]
+def _step_kwargs(record: dict[str, Any], slots: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a saved step's ``train_step`` besides the batch and the state."""
+    return {"lr": record["lr"], "grad_clip": record["grad_clip"]}
+
+
+def _step0_checks(ctx: _Context, name: str, rec: dict[str, Any]) -> list[verdict.Check]:
+    """The loss and gradients at the initial weights on the first batch."""
+    with np.load(ctx.out / name / "grads0.npz") as z:
+        grads = {k: z[k] for k in z.files}
+    if ctx.dtype == "float64":
+        with np.load(ctx.out / ORACLE / "grads0.npz") as o:
+            ref = {k: o[k] for k in o.files}
+        checks = [verdict.tolerance_check(f"gradient of {k}", 0, grads.get(k, np.nan), ref[k],
+                                          verdict.F64_TOLERANCES["grad"]) for k in ref]  # fmt: skip
+        checks.append(verdict.tolerance_check("loss", 0, rec["step0_loss"],
+                                              ctx.oracle["step0_loss"],  # type: ignore[index]
+                                              verdict.F64_TOLERANCES["loss"]))  # fmt: skip
+        return checks
+    init = ctx.initial
+    assert init is not None
+    checks = []
+    for k, exact in init.one.grads.items():
+        got = grads.get(k, np.full_like(exact, np.nan))
+        ratio = numerics.worst_ratio(got, exact, init.one.allowed_grads[k])
+        checks.append(verdict.componentwise_check(f"gradient of {k}", 0, ratio))
+        checks.append(verdict.band_check(f"gradient of {k}", 0, got, exact,
+                                         [m[k] for m in init.member_grads], ctx.dtype))  # fmt: skip
+    checks.append(verdict.componentwise_check("loss", 0, init.one.check_loss(rec["step0_loss"])))
+    checks.append(verdict.band_check("loss", 0, rec["step0_loss"], init.one.loss,
+                                     init.member_losses, ctx.dtype))  # fmt: skip
+    return checks
+
+
+def _replay_checks(ctx: _Context, name: str) -> tuple[list[verdict.Check], float]:
+    """The saved steps of framework ``name`` replayed; returns the checks and the float32
+    single-step loss band (the members' largest relative loss deviation, 0 in float64)."""
+    records = shadow.load_index(ctx.out / name)
+    replayed = [truth.replay(ctx.out / name, r, ctx.model, ctx.dtype, ctx.members, _step_kwargs)
+                for r in records]  # fmt: skip
+    states = CELL_SPECS[ctx.model.cell].states
+    checks: list[verdict.Check] = []
+    for r in replayed:
+        checks += verdict.step_checks(r.step, ctx.dtype, r.actual, r.truth, r.members, r.before,
+                                      states)  # fmt: skip
+    rel = lambda a, b: abs(a - b) / abs(b) if b else abs(a - b)  # noqa: E731
+    loss_band = max((rel(m, r.loss) for r in replayed for m in r.member_losses), default=0.0)
+    norm_band = max((rel(m, r.grad_norm) for r in replayed for m in r.member_norms), default=0.0)
+    u = numerics.UNIT_ROUNDOFF[ctx.dtype]
+    for rec, r in zip(records, replayed, strict=True):
+        for what, actual, exact, band in (("loss", rec["loss"], r.loss, loss_band),
+                                          ("gradient norm", rec["grad_norm"], r.grad_norm,
+                                           norm_band)):  # fmt: skip
+            if ctx.dtype == "float64":
+                checks.append(verdict.tolerance_check(what, r.step, actual, exact,
+                                                      verdict.F64_TOLERANCES["step"]))  # fmt: skip
+            else:
+                checks.append(verdict.relative_band_check(what, r.step, actual, exact, band, u))
+    return checks, loss_band
+
+
+def _run_checks(ctx: _Context, row: dict[str, Any], rec: dict[str, Any],
+                loss_floor: float) -> list[verdict.Check]:  # fmt: skip
+    """The whole run: per-step training losses and the final validation perplexity."""
+    reference = ctx.truth_losses()
+    if reference is None:
+        return []
+    band = None
+    runs = ctx.member_runs()
+    if ctx.dtype != "float64":
+        band = verdict.Band.of(reference, [np.asarray(m["step_loss"]) for m in runs],
+                               verdict.MARGIN * loss_floor)  # fmt: skip
+    dev = verdict.loss_deviation(rec["step_loss"], reference)
+    row["loss_diff_curve"] = dev.tolist()
+    row["loss_diff_step"] = int(np.argmax(dev)) if dev.size else 0
+    row["loss_diff"] = float(dev.max()) if dev.size else 0.0
+    checks = [verdict.trajectory_check(rec["step_loss"], reference, band)]
+    val = rec["epochs"][-1]["val_ppl"]
+    if ctx.dtype == "float64":
+        val_ref = ctx.oracle["epochs"][-1]["val_ppl"]  # type: ignore[index]
+        checks.append(verdict.tolerance_check("final validation perplexity", None, val, val_ref,
+                                              verdict.F64_TOLERANCES["ppl"]))  # fmt: skip
+    else:
+        val_ref = ctx.truth["float64"]["val_ppl"]
+        spread = max((abs(m["val_ppl"] - val_ref) / val_ref for m in runs), default=0.0)
+        checks.append(verdict.relative_band_check("final validation perplexity", None, val,
+                                                  val_ref, spread, loss_floor))  # fmt: skip
     row["val_ppl_diff"] = abs(val - val_ref) / val_ref
-    failures = []
-    if not row["grad_diff"] <= tol["grad"]:
-        failures.append(
-            f"{name}: step-0 gradient of {row['grad_diff_param']} differs from the oracle by "
-            f"{row['grad_diff']:.2e} (relative; tolerance {tol['grad']:.0e})"
-        )
-    if not row["loss_diff"] <= tol["loss"]:
-        failures.append(
-            f"{name}: training loss differs from the oracle at step {worst_step} by "
-            f"{row['loss_diff']:.2e} (relative; tolerance {tol['loss']:.0e})"
-        )
-    if not row["val_ppl_diff"] <= tol["ppl"]:
-        failures.append(f"{name}: final validation perplexity {val:.6f} vs oracle {val_ref:.6f}")
-    if row["dtype"] == "float64" and row["greedy_text"] != oracle["greedy_text"]:
-        failures.append(f"{name}: greedy text differs from the oracle's")
-    return failures
+    return checks
 
 
-def _interchange_against_oracle(row: dict[str, Any], oracle_x: dict[str, Any],
-                                tol: dict[str, float]) -> list[str]:
-    """Departures when ``row``'s framework evaluates every framework's checkpoint."""
-    name, failures = row["backend"], []
-    for source, got in row["interchange"].items():
-        ref_x = oracle_x.get(source)
-        if ref_x is None:
+def _interchange_checks(ctx: _Context, row: dict[str, Any],
+                        loss_floor: float) -> tuple[list[verdict.Check], list[str]]:  # fmt: skip
+    """The row's framework evaluating every framework's checkpoint; greedy text in float64."""
+    checks, texts = [], []
+    for source, got in sorted(row.get("interchange", {}).items()):
+        ref_x = ctx.oracle_x.get(source)
+        what = f"validation perplexity of {source}'s checkpoint"
+        if ctx.dtype == "float64":
+            if ref_x is None:
+                continue
+            checks.append(verdict.tolerance_check(what, None, got["val_ppl"], ref_x["val_ppl"],
+                                                  verdict.F64_TOLERANCES["ppl"]))  # fmt: skip
+            if got["greedy_text"] != ref_x["greedy_text"]:
+                texts.append(f"greedy text from {source}'s checkpoint differs from the oracle's")
             continue
-        if not abs(got["val_ppl"] - ref_x["val_ppl"]) <= tol["ppl"] * ref_x["val_ppl"]:
-            failures.append(
-                f"{name}: loading {source}'s checkpoint gives validation perplexity "
-                f"{got['val_ppl']:.6f}, the oracle gets {ref_x['val_ppl']:.6f}"
-            )
-        if row["dtype"] == "float64" and got["greedy_text"] != ref_x["greedy_text"]:
-            failures.append(f"{name}: greedy text from {source}'s checkpoint differs")
-    return failures
+        exact = ctx.truth.get("checkpoints", {}).get(source)
+        if exact is None:
+            continue
+        spread = abs(ref_x["val_ppl"] - exact) / exact if ref_x else 0.0
+        checks.append(verdict.relative_band_check(what, None, got["val_ppl"], exact, spread,
+                                                  loss_floor))  # fmt: skip
+    return checks, texts
+
+
+def _messages(name: str, checks: list[verdict.Check], limit: int = 12) -> list[str]:
+    """One line per quantity that failed, at its earliest failing step, earliest first; at most
+    ``limit`` lines, then how many departures more (every check is in ``report.json``)."""
+    failed = sorted((c for c in checks if not c.ok),
+                    key=lambda c: (c.step is None, c.step or 0, -c.ratio))  # fmt: skip
+    first: dict[str, verdict.Check] = {}
+    for c in failed:
+        first.setdefault(c.what, c)
+    lines = [f"{name}: {c.describe()}" for c in list(first.values())[:limit]]
+    if len(failed) > len(lines):
+        lines.append(f"{name}: ... and {len(failed) - len(lines)} more departures "
+                     "(report.json lists every check)")  # fmt: skip
+    return lines
+
+
+def _judge_framework(ctx: _Context, row: dict[str, Any], rec: dict[str, Any]) -> list[str]:
+    """Every check of one framework's run; fills ``row`` and returns the failure messages."""
+    name = row["backend"]
+    steps = len(rec["step_loss"])
+    reference = ctx.truth_losses()
+    if reference is not None and steps != len(reference):
+        return [f"{name}: {steps} steps recorded, the oracle has {len(reference)}"]
+    checks = _step0_checks(ctx, name, rec)
+    ref = ctx.initial.one.grads if ctx.initial else _load_npz(ctx.out / ORACLE / "grads0.npz")
+    grads = _load_npz(ctx.out / name / "grads0.npz")
+    diffs = {k: rel_diff(grads[k], ref[k]) for k in ref if k in grads}
+    if diffs:
+        row["grad_diff_param"] = max(diffs, key=diffs.get)  # type: ignore[arg-type]
+        row["grad_diff"] = diffs[row["grad_diff_param"]]
+    replays, loss_band = _replay_checks(ctx, name)
+    row["loss_floor"] = verdict.MARGIN * loss_band
+    checks += replays
+    checks += _run_checks(ctx, row, rec, loss_band)
+    inter, texts = _interchange_checks(ctx, row, loss_band)
+    checks += inter
+    if ctx.dtype == "float64" and rec["greedy_text"] != ctx.oracle["greedy_text"]:  # type: ignore[index]
+        texts.append("greedy text differs from the oracle's")
+    worst = verdict.worst(checks)
+    row["checks"] = [c.to_dict() for c in checks]
+    row["worst"] = worst.to_dict() if worst else None
+    row["multiple"] = worst.ratio if worst else None
+    return _messages(name, checks) + [f"{name}: {t}" for t in texts]
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _context(out: Path, spec: Spec) -> _Context:
+    dtype = spec.train["dtype"]
+    model = spec.model_config()
+    initial = None
+    if dtype != "float64":
+        corpus = load_corpus(spec.corpus)
+        initial = truth.initial(corpus, model, spec.train_config(),
+                                int(spec.checks.get("members", 1)))  # fmt: skip
+    return _Context(out, spec, dtype, model, _load(out / ORACLE / "record.json"),
+                    _load(out / ORACLE / "interchange.json") or {},
+                    _load(out / TRUTH / "truth.json") or {}, initial)  # fmt: skip
 
 
 def compare_records(
-    out: Path, names: list[str], status: dict[str, str], tol: dict[str, float]
+    out: Path, names: list[str], status: dict[str, str], spec: Spec
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per framework: its record plus differences to the oracle, and a list of failures."""
-    oracle = _load(out / ORACLE / "record.json")
-    oracle_x = _load(out / ORACLE / "interchange.json") or {}
+    """Per framework: its record plus its checks against the float64 oracle, and the failures.
+
+    In float64 the numpy row is the oracle itself; in float32 it is judged like a framework."""
+    ctx = _context(out, spec)
     rows, failures = [], []
     for name in names:
         rec = _load(out / name / "record.json")
@@ -366,29 +556,69 @@ def compare_records(
             continue
         row.update(rec)
         row["interchange"] = _load(out / name / "interchange.json") or {}
-        if oracle is None or name == ORACLE:
+        if ctx.oracle is None or (name == ORACLE and ctx.dtype == "float64"):
             continue
-        steps, oracle_steps = len(rec["step_loss"]), len(oracle["step_loss"])
-        if steps != oracle_steps:
-            failures.append(f"{name}: {steps} steps recorded, the oracle has {oracle_steps}")
-            continue
-        failures += _against_oracle(row, oracle, out, tol)
-        failures += _interchange_against_oracle(row, oracle_x, tol)
+        failures += _judge_framework(ctx, row, rec)
     return rows, failures
+
+
+def _trajectory_summary(out: Path, spec: Spec, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the deviation plot draws besides each row's curve: the band and what is allowed."""
+    dtype = spec.train["dtype"]
+    if dtype == "float64":
+        return {"allowed": verdict.F64_TOLERANCES["loss"], "band": None, "cut": None}
+    data = _load(out / TRUTH / "truth.json") or {}
+    oracle = next((r for r in rows if r["backend"] == ORACLE and "step_loss" in r), None)
+    if "float64" not in data or oracle is None:
+        return {"allowed": None, "band": None, "cut": None}
+    runs = [oracle, *data.get("members", [])]
+    floor = max((r.get("loss_floor", 0.0) for r in rows), default=0.0)
+    band = verdict.Band.of(np.asarray(data["float64"]["step_loss"]),
+                           [np.asarray(r["step_loss"]) for r in runs], floor)  # fmt: skip
+    return {"band": band.band.tolist(), "cut": band.cut, "allowed": band.allowed().tolist()}
+
+
+def _checked(spec: Spec) -> list[str]:
+    """What this job checked, in words, for the report."""
+    c = spec.checks
+    if spec.train["dtype"] == "float64":
+        return [
+            "step-0 loss and gradients: relative 1e-10 (gradients) and 1e-9 (loss)",
+            f"{c.get('sampled_steps', 0)} sampled training steps replayed in float64 from each "
+            "framework's own state: 1e-9 relative to each update",
+            "every per-step training loss and the final validation perplexity: 1e-9 relative",
+            "every checkpoint in every framework: perplexity 1e-9 relative, greedy text equal",
+        ]
+    lines = [
+        "step-0 loss and gradients: the componentwise rounding bound and "
+        f"{verdict.MARGIN:g}x the band of {c.get('members')} ensemble members",
+        f"{c.get('sampled_steps', 0)} sampled training steps replayed from each framework's own "
+        f"state in float64 and by the ensemble: {verdict.MARGIN:g}x the band",
+    ]
+    if c.get("trajectory"):
+        lines.append(
+            "per-step training loss while the ensemble's band stays below "
+            f"{verdict.TRAJECTORY_CUT:.0e}, and the final validation perplexity: "
+            f"{verdict.MARGIN:g}x the band"
+        )
+    else:
+        lines.append("whole trajectories: not checked by this preset")
+    lines.append("every checkpoint in every framework against its float64 perplexity")
+    return lines
 
 
 def judge(
     out: Path, names: list[str], status: dict[str, str], spec: Spec, wall: float
 ) -> dict[str, Any]:
-    """The verdict on a finished run: every framework's row and every departure from the oracle
-    beyond :data:`TOLERANCES`. This is what the report renders (and ``report.json`` holds)."""
-    tol = TOLERANCES[spec.train["dtype"]]
-    rows, failures = compare_records(out, names, status, tol)
+    """The verdict on a finished run: every framework's row, its checks against the float64
+    oracle and every failure. This is what the report renders (and ``report.json`` holds)."""
+    rows, failures = compare_records(out, names, status, spec)
     if len(names) > 1 and not any(status.get(n) == "ok" for n in names if n != ORACLE):
         failures.append("no framework could run; install one or pass --python NAME=PATH")
     return {
         "spec": dataclasses.asdict(spec),
-        "tolerance": tol,
+        "checked": _checked(spec),
+        "trajectory": _trajectory_summary(out, spec, rows),
         "wall_s": wall,
         "frameworks": rows,
         "failures": failures,
@@ -399,6 +629,7 @@ def judge(
 __all__ = [
     "ORACLE",
     "PRESETS",
+    "PRESET_CHECKS",
     "TOLERANCES",
     "Spec",
     "compare_records",

@@ -55,8 +55,27 @@ def test_a_framework_that_skips_clipping_fails_the_job(framework_name, tmp_path,
     spec = _spec(grad_clip=0.05, lr=2.0)
     report = run_compare(tmp_path, [framework_name], spec, log=lambda *_: None)
     assert not report["passed"]
-    assert any("training loss differs from the oracle at step" in f for f in report["failures"])
+    prefix = f"{framework_name}: training loss at step "
+    assert any(f.startswith(prefix) for f in report["failures"]), report["failures"]
     assert "**FAIL**" in (tmp_path / "report.md").read_text()
+
+
+def test_float32_job_passes_and_shows_its_bounds(framework_name, tmp_path):
+    """float32 against the float64 oracle: every check passes, each row says how close to what is
+    allowed it came, and the report draws the deviations and prints both texts."""
+    report = run_compare(tmp_path, [framework_name], _spec("float32"), log=lambda *_: None)
+    assert report["passed"], report["failures"]
+    rows = {r["backend"]: r for r in report["frameworks"]}
+    for name in ("numpy", framework_name):  # the float32 oracle is judged too
+        row = rows[name]
+        assert 0 < row["multiple"] <= 1, row["worst"]
+        assert {c["what"] for c in row["checks"]} >= {"gradient of W_hh", "loss", "training loss",
+                                                      "W_hh after the step"}  # fmt: skip
+        assert len(row["loss_diff_curve"]) == 2 * 512 // 32
+    md = (tmp_path / "report.md").read_text()
+    assert "worst deviation / allowed" in md and rows[framework_name]["sampled_text"] in md
+    if _has_matplotlib():
+        assert (tmp_path / "deviation.png").stat().st_size > 1000
 
 
 def test_missing_framework_is_reported_not_counted(tmp_path, monkeypatch):

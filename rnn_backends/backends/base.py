@@ -48,7 +48,46 @@ torch's ``h_n``: ``(h,)`` for the rnn and gru, ``(h, c)`` for the lstm."""
 
 DTYPES = ("float32", "float64")
 VARIANTS = ("textbook", "concat", "fast", "native")
-DEVICES = (None, "cpu", "gpu", "cuda")
+DEVICE_KINDS = ("cpu", "gpu", "tpu")
+# Accepted spellings of a device kind; "cuda" is a GPU (PyTorch's name for it).
+_DEVICE_ALIASES = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "tpu": "tpu"}
+
+
+@dataclass(frozen=True)
+class Device:
+    """A parsed device label: its kind (``cpu``, ``gpu`` or ``tpu``) and index (None: the first
+    one, or the default choice when the kind is None too)."""
+
+    kind: str | None
+    index: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind is None:
+            return "default"
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+
+def parse_device(label: str | None) -> Device:
+    """``None`` (a GPU if the framework sees one, else the CPU), ``cpu``, ``gpu`` or ``cuda``,
+    ``tpu``, each optionally with an index (``gpu:1``, ``cuda:0``, ``tpu:0``). Every place that
+    takes a device (``get_backend``, the CLI's ``--device``, the compare spec, bench, the tests'
+    ``--device``) reads it here; an adapter maps the result to its framework's device.
+
+    Raises:
+        ConfigError: an unknown label, or a bad index (the message lists what is accepted).
+    """
+    if label is None:
+        return Device(None)
+    text = str(label).strip().lower()
+    kind, sep, index = text.partition(":")
+    if kind not in _DEVICE_ALIASES or (sep and not index.isdigit()):
+        raise ConfigError(
+            f"device must be cpu, gpu (or cuda), tpu, optionally with an index such as gpu:1; "
+            f"got {label!r}"
+        )
+    if kind == "cpu" and sep and int(index) != 0:
+        raise ConfigError(f"there is one CPU device, cpu (or cpu:0); got {label!r}")
+    return Device(_DEVICE_ALIASES[kind], int(index) if sep and kind != "cpu" else None)
 
 
 @dataclass
@@ -126,8 +165,7 @@ class Backend(abc.ABC):
                 f"backend {self.name!r} has no variant {variant!r}; choose one of "
                 f"{', '.join(self.variants)}"
             )
-        if device not in DEVICES:
-            raise ConfigError(f"device must be cpu, gpu or omitted; got {device!r}")
+        parsed = parse_device(device)
         for flag, value in (("gru_reset_after", gru_reset_after), ("strict", strict)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{flag} must be True or False, got {value!r}")
@@ -136,7 +174,7 @@ class Backend(abc.ABC):
         self._set_options(options)
         self._cache: dict[Hashable, Any] = {}
         self.tensor_dtype = self._tensor_dtype()
-        self.device = self._choose_device(device)
+        self.device = self._choose_device(parsed)
         self.ops = self._make_ops()
 
     def _set_options(self, options: dict[str, Any]) -> None:
@@ -185,7 +223,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def _place(self, gpu: bool) -> str:
-        """Use the first GPU or the CPU, set full float32 matmul precision; describe the device."""
+        """Use GPU number ``self.device_index`` or the CPU, set full float32 matmul precision
+        (no TF32); describe the device."""
 
     def _tensor_dtype(self) -> Any:
         """The framework's float dtype for ``self.dtype`` (``self.tensor_dtype``)."""
@@ -198,16 +237,35 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray: ...
 
-    def _choose_device(self, device: str | None) -> str:
-        if self.cpu_only and device in ("gpu", "cuda"):
+    def _tpu_count(self) -> int:
+        """How many TPUs the framework sees here (only JAX runs on TPUs)."""
+        return 0
+
+    def _place_tpu(self) -> str:
+        raise BackendUnavailableError(f"the {self.name} backend does not run on TPUs")
+
+    def _choose_device(self, device: Device) -> str:
+        """Check the device is present, then place the backend there (the adapter's ``_place``
+        reads ``self.device_index``). An absent device is a :class:`BackendUnavailableError`
+        that says which device, what is present and what to do."""
+        if self.cpu_only and device.kind in ("gpu", "tpu"):
             raise ConfigError(f"the {self.name} backend runs on the CPU only; drop --device")
         gpus = self._gpu_count()
-        gpu = device in ("gpu", "cuda") or (device is None and gpus > 0)
-        if gpu and not gpus:
+        kind = device.kind or ("gpu" if gpus > 0 else "cpu")
+        self.device_index = device.index or 0
+        if kind == "cpu":
+            return self._place(False)
+        if kind == "gpu":
+            count, hint = gpus, self.gpu_hint
+        else:
+            count, hint = self._tpu_count(), "run on a TPU host with jax[tpu], or drop --device"
+        if self.device_index >= count:
+            present = ", ".join(f"{kind}:{i}" for i in range(count)) or f"no {kind.upper()}"
             raise BackendUnavailableError(
-                f"device 'gpu' asked for, but {self.framework} sees no GPU; {self.gpu_hint}"
+                f"device {str(device) if device.kind else kind!r} asked for, but {self.framework} "
+                f"sees {present}; {hint}"
             )
-        return self._place(gpu)
+        return self._place(True) if kind == "gpu" else self._place_tpu()
 
     def asarray(self, x: np.ndarray) -> Any:
         """A tensor on this backend's device; floats become ``self.dtype``, ints stay ints."""

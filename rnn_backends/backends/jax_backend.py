@@ -54,8 +54,19 @@ class JaxBackend(Backend):
         # Full float32 precision: on GPUs JAX's default matmul runs in TF32 (or bf16 passes),
         # which would miss the oracle by ~1e-3. Flax's Dense layers inherit this default too.
         jax.config.update("jax_default_matmul_precision", "highest")
-        self._device = jax.devices("gpu")[0] if gpu else jax.devices("cpu")[0]
+        self._device = jax.devices("gpu")[self.device_index] if gpu else jax.devices("cpu")[0]
         return str(self._device) if gpu else "cpu"
+
+    def _tpu_count(self) -> int:
+        try:
+            return len(jax.devices("tpu"))
+        except RuntimeError:  # no TPU platform here
+            return 0
+
+    def _place_tpu(self) -> str:
+        self._place(False)  # the flags (x64, full matmul precision) the other devices set
+        self._device = jax.devices("tpu")[self.device_index]
+        return str(self._device)
 
     def _tensor_dtype(self) -> jnp.dtype:
         return jnp.dtype(self.dtype)

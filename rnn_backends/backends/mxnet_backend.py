@@ -46,7 +46,7 @@ class MxnetBackend(Backend):
         npx.set_np()
         # MXNet 1.9 has no float32 matmul-precision switch to set: its CPU kernels are full
         # precision, and the tests compare on the CPU.
-        self._ctx = mx.gpu(0) if gpu else mx.cpu()
+        self._ctx = mx.gpu(self.device_index) if gpu else mx.cpu()
         return str(self._ctx)
 
     def _to_tensor(self, x: np.ndarray) -> mnp.ndarray:

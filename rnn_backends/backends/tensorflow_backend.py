@@ -45,11 +45,12 @@ class TensorflowBackend(Backend):
     def _place(self, gpu: bool) -> str:
         # Full float32 precision: comparisons against the oracle must not run in TF32.
         tf.config.experimental.enable_tensor_float_32_execution(False)
-        self._device_name = "/GPU:0" if gpu else "/CPU:0"
+        index = self.device_index
+        self._device_name = f"/GPU:{index}" if gpu else "/CPU:0"
         if gpu:
-            first = tf.config.list_physical_devices("GPU")[0]
-            details = tf.config.experimental.get_device_details(first)
-            return f"gpu:0 ({details.get('device_name', 'GPU')})"
+            chosen = tf.config.list_physical_devices("GPU")[index]
+            details = tf.config.experimental.get_device_details(chosen)
+            return f"gpu:{index} ({details.get('device_name', 'GPU')})"
         return "cpu"
 
     def _tensor_dtype(self) -> tf.DType:

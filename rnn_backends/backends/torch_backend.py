@@ -29,9 +29,9 @@ class TorchBackend(Backend):
         # Full float32 precision: comparisons against the oracle must not run in TF32.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        self._device = torch.device("cuda" if gpu else "cpu")
+        self._device = torch.device(f"cuda:{self.device_index}" if gpu else "cpu")
         if gpu:
-            return f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
+            return f"cuda:{self.device_index} ({torch.cuda.get_device_name(self._device)})"
         return "cpu"
 
     def _tensor_dtype(self) -> torch.dtype:
