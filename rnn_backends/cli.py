@@ -11,6 +11,7 @@ User errors print one line and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -18,7 +19,7 @@ import sys
 import types
 import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """The package's warnings inside the block (e.g. prefix characters read as ``<unk>``) as one
+    ``rnn-backends: warning: ...`` line each, instead of Python's form with a source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
 
 
 # --- options derived from the config dataclasses -------------------------------------------------
@@ -160,11 +172,10 @@ def _train_out(args: argparse.Namespace, resume_dir: Path | None, backend_name: 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpointing import find_checkpoint, load_checkpoint, resume_position
     from .data.corpus import load_corpus
-    from .generate import generate
+    from .generate import check_options, generate
     from .train import train
 
-    if args.num_preds < 0:
-        raise UserError(f"--num-preds must be >= 0, got {args.num_preds}")
+    check_options(args.num_preds)  # before training, not after it
     if args.checkpoint_every < 0:
         raise UserError(
             f"--checkpoint-every must be >= 0 steps (0: only at the start and the end), got "
@@ -206,7 +217,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {result.checkpoint}")
     if args.num_preds:
-        print(generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds))
+        with _warnings_as_lines():
+            text = generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds)
+        print(text)
     return 0
 
 
@@ -240,14 +253,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpointing import load_checkpoint
-    from .generate import generate
+    from .generate import check_options, generate
 
+    check_options(args.num_preds, args.temperature, args.seed)
     ckpt = load_checkpoint(args.checkpoint)
     dtype = args.dtype or str(next(iter(ckpt.params.values())).dtype)
     backend = get_backend(args.backend, dtype=dtype, device=args.device, variant=args.variant,
                           gru_reset_after=ckpt.model_config.gru_reset_after)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_as_lines():
         text = generate(
             backend,
             ckpt.params,
@@ -257,8 +270,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             seed=args.seed,
         )
-    for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     print(json.dumps(text) if args.json else text)
     return 0
 

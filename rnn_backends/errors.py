@@ -27,6 +27,11 @@ class CheckpointError(UserError):
     """A checkpoint is missing, corrupted, truncated or belongs to another model."""
 
 
+class DiskFullError(UserError):
+    """The disk (or quota) holding a file the package writes is full; the previous version of
+    that file is intact."""
+
+
 class BackendUnavailableError(UserError):
     """A backend is unknown, or its framework is not installed."""
 

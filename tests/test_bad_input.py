@@ -124,9 +124,10 @@ def _resume_with(ctx: Ctx, corpus_source: str = "default", hidden: int = 8, **tr
     return train(backend, corpus, model, cfg, out_dir=ctx.run, progress=False, resume=ctx.run)
 
 
-def _generate(ctx: Ctx, prefix: str = "the", num_preds: int = 5, temperature=None):
+def _generate(ctx: Ctx, prefix: str = "the", num_preds: int = 5, temperature=None, seed=0):
     ckpt = load_checkpoint(ctx.ckpt)
-    return generate(get_backend("numpy"), ckpt.params, ckpt.vocab, prefix, num_preds, temperature)
+    return generate(get_backend("numpy"), ckpt.params, ckpt.vocab, prefix, num_preds, temperature,
+                    seed)
 
 
 def _truncate_weights(ctx: Ctx) -> None:
@@ -327,6 +328,18 @@ CASES = [
     Case("negative-temperature", _generate_cli("--temperature", "-1"),
          lambda c: _generate(c, temperature=-1.0), UserError,
          "temperature must be a finite number > 0 .omit it for greedy., got -1.0"),
+    Case("negative-sampling-seed", _generate_cli("--temperature", "1", "--seed", "-3"),
+         lambda c: _generate(c, temperature=1.0, seed=-3), UserError,
+         r"seed must be an integer from 0 to 2\*\*63 - 1, got -3"),
+    Case("subnormal-temperature", _generate_cli("--temperature", "5e-324"),
+         lambda c: _generate(c, temperature=5e-324), UserError,
+         r"temperature 5e-324 is below 0.001, where sampling is greedy decoding"),
+    Case("too-many-predictions", _generate_cli("--num-preds", "100000001"),
+         lambda c: _generate(c, num_preds=100_000_001), UserError,
+         r"num_preds must be at most 1000000 .* got 100000001"),
+    Case("train-asks-too-many-predictions", _train("--num-preds", "1000001"),
+         lambda c: _generate(c, num_preds=1_000_001), UserError,
+         r"num_preds must be at most 1000000 .* got 1000001"),
     Case("prefix-without-letters",
          lambda c: ["generate", "--checkpoint", str(c.ckpt), "--prefix", "1984"],
          lambda c: _generate(c, prefix="1984"), UserError, "prefix '1984' has no letters"),
