@@ -76,9 +76,13 @@ class RunState:
         self.carry = None
 
 
-def corpus_fingerprint(ids: np.ndarray) -> str:
-    """SHA-256 of the token ids as little-endian int64."""
-    return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()
+def corpus_fingerprint(ids: np.ndarray, block: int = 1 << 20) -> str:
+    """SHA-256 of the token ids (N,) as little-endian int64, hashed ``block`` ids at a time so
+    that compact ids are never widened all at once."""
+    digest = hashlib.sha256()
+    for start in range(0, len(ids), block):
+        digest.update(np.asarray(ids[start : start + block], dtype="<i8").tobytes())
+    return digest.hexdigest()
 
 
 def _rng_state(batches: CharBatches, epoch: int) -> dict[str, Any]:
