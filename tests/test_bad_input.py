@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile import HOSTILE, Hostile
 
 from rnn_backends import (
     BackendUnavailableError,
@@ -25,6 +26,7 @@ from rnn_backends import (
     CheckpointError,
     ConfigError,
     CorpusError,
+    DiskFullError,
     DownloadError,
     ModelConfig,
     TrainConfig,
@@ -151,6 +153,17 @@ def _save_plain_checkpoint(ctx: Ctx) -> None:
     ckpt = load_checkpoint(ctx.ckpt)
     ckpt.extra = {}
     save_checkpoint(ctx.ckpt, ckpt)
+
+
+def _disk_full(ctx: Ctx) -> None:
+    """Every fsync fails with ENOSPC, as a full disk reports delayed allocation."""
+    import errno
+    import os
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    ctx.monkeypatch.setattr(os, "fsync", fsync)
 
 
 def _same_letters_other_text(ctx: Ctx) -> str:
@@ -325,6 +338,10 @@ CASES = [
          lambda c: ["train", "--backend", "numpy", "--out", c.file(b"x", "f") + "/sub", *SIZES],
          lambda c: _train_api(c, out=Path(c.file(b"x", "f")) / "sub"), UserError,
          "cannot create output directory"),
+    Case("disk-full-during-a-checkpoint", _resume_cli("--epochs", "3"),
+         lambda c: _resume_with(c, max_epochs=3), DiskFullError,
+         r"no space left on the device holding '.*checkpoint': the checkpoint of step 24 was not "
+         r"written and the checkpoint of step 16 there is intact", setup=lambda c: _disk_full(c)),
     # --- generation
     Case("negative-num-preds", _generate_cli("--num-preds", "-4"),
          lambda c: _generate(c, num_preds=-4), UserError,
@@ -379,6 +396,15 @@ CASES = [
              (c.tmp / "timemachine.txt").write_text("tampered"),
              c.monkeypatch.setenv(corpus_mod.DATA_ENV, str(c.tmp)),
          )),
+]  # fmt: skip
+
+
+# Every hostile checkpoint (tests/hostile.py) through generate and load_checkpoint; the test
+# after the table takes each through train --resume and train(resume=) too.
+CASES += [
+    Case(f"hostile-{h.id}", _generate_cli(), lambda c: load_checkpoint(c.ckpt), CheckpointError,
+         h.needle, setup=lambda c, h=h: h.change(c.ckpt, c.tmp))
+    for h in HOSTILE
 ]  # fmt: skip
 
 
@@ -477,3 +503,34 @@ def test_download_failures_keep_nothing(ctx: Ctx, tmp_path, monkeypatch):
         with pytest.raises(DownloadError):
             load_corpus("timemachine")
         assert not any(p.is_file() for p in cache.rglob("*"))
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: h.id)
+def test_a_hostile_checkpoint_is_refused_the_same_way_when_resuming(
+    hostile: Hostile, ctx: Ctx, capsys
+):
+    """The same refusal, word for word, on the resume path (the command line and the API): one
+    loader reads every checkpoint."""
+    hostile.change(ctx.ckpt, ctx.tmp)
+    code = main(_resume_cli("--epochs", "3")(ctx))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(hostile.needle, lines[0]), lines[0]
+    with pytest.raises(CheckpointError, match=hostile.needle) as info:
+        _resume_with(ctx, max_epochs=3)
+    assert type(info.value) is CheckpointError
+    assert str(info.value) in lines[0]
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_whole(ctx: Ctx, capsys):
+    before = load_checkpoint(ctx.ckpt)
+    files = sorted(p.name for p in ctx.run.rglob("*"))
+    _disk_full(ctx)
+    assert main(_resume_cli("--epochs", "3")(ctx)) == 2
+    capsys.readouterr()
+    ctx.monkeypatch.undo()
+    after = load_checkpoint(ctx.ckpt)
+    assert after.step == before.step == 16
+    assert all(np.array_equal(after.params[k], before.params[k]) for k in before.params)
+    assert sorted(p.name for p in ctx.run.rglob("*")) == files  # no temporary, no orphan

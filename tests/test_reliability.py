@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 import zlib
@@ -194,6 +196,21 @@ def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
         first.write(b"end")
     assert target.read_bytes() == b"first " * 1000 + b"end"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_are_created_as_the_umask_says(tmp_path, umask):
+    """As any other tool's files: mode 0666 narrowed by the umask (mkstemp's 0600 was not)."""
+    old = os.umask(umask)
+    try:
+        assert main(["train", "--backend", "numpy", "--out", str(tmp_path / "run"),
+                     *TINY_CLI]) == 0  # fmt: skip
+    finally:
+        os.umask(old)
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"checkpoint.json", "history.json"}
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
 def _setup(batching: str, dtype: str = "float32"):
