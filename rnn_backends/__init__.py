@@ -34,6 +34,7 @@ _EXPORTS = {
     "CorpusError": "errors",
     "DiskFullError": "errors",
     "DownloadError": "errors",
+    "FolderInUseError": "errors",
     "NonFiniteError": "errors",
     "UserError": "errors",
     "init_params": "params",

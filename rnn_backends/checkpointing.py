@@ -53,8 +53,9 @@ from .checkpoint_schema import (
     check_metadata,
     parse_json,
 )
-from .config import CELL_GATES, DTYPES, ModelConfig, TrainConfig
+from .config import DTYPES, ModelConfig, TrainConfig
 from .errors import CheckpointError, DiskFullError, NonFiniteError
+from .memory import param_count
 from .npzread import Expected, read_npz, size_bounds
 from .params import Params, check_params, param_shapes
 
@@ -375,23 +376,13 @@ def _read_metadata(src: Path) -> Metadata:
         raise _refusal(src, META_FILE, str(exc)) from None
 
 
-def _model_elements(config: ModelConfig) -> tuple[int, int]:
-    """How many parameter values and tensors ``config`` has, by arithmetic (so that a config
-    claiming a billion layers is refused before :func:`param_shapes` lists them)."""
-    V, H, L, D = config.vocab_size, config.hidden_size, config.num_layers, config.num_directions
-    G = len(CELL_GATES[config.cell])
-    per_layer = [G * ((V if layer == 0 else H * D) * H + H * H + H) for layer in range(min(L, 2))]
-    values = D * (per_layer[0] + (L - 1) * (per_layer[-1] if L > 1 else 0)) + H * D * V + V
-    return values, 3 * G * L * D + 2
-
-
 def _expected_members(src: Path, meta: Metadata, file_size: int) -> dict[str, Expected]:
     """Name -> shape and dtype of every member the weights file must hold: the model's
     parameters and the ``aux:`` arrays the metadata lists."""
     dtype = np.dtype(meta.dtype).newbyteorder("<")
-    values, tensors = _model_elements(meta.model_config)
+    values, tensors = param_count(meta.model_config)
     # Each member takes more than 64 bytes of zip and header: a config claiming more tensors
-    # than the file can hold is refused before param_shapes would list them all.
+    # than the file can hold (a billion layers) is refused before param_shapes lists them.
     if tensors > max(file_size // 64, 1000):
         raise _refusal(src, meta.params_file, f"the model in {META_FILE} needs "
                        f"{values * dtype.itemsize} bytes of weights but the weights file has "

@@ -293,8 +293,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _frameworks(chunks: Sequence[str]) -> list[str]:
-    """Canonical names from comma-separated chunks; an unknown name is a UserError."""
-    return [canonical_name(f) for chunk in chunks for f in chunk.split(",") if f]
+    """Canonical names from comma-separated chunks, each once (``torch,pytorch`` is torch);
+    an unknown name is a UserError."""
+    return list(dict.fromkeys(canonical_name(f) for chunk in chunks for f in chunk.split(",") if f))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -313,9 +314,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         num_preds=args.num_preds,
     )
-    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons)
+    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons,
+                         allow_missing=args.allow_missing)  # fmt: skip
     md = Path(args.out) / "report.md"
     verdict = "PASS" if report["passed"] else "FAIL"
+    for row in report["frameworks"]:  # skipped with --allow-missing: said here, not only in md
+        if str(row.get("status", "")).startswith("not installed"):
+            print(f"{PROG}: warning: {row['backend']} was not run: {row['status']}",
+                  file=sys.stderr)  # fmt: skip
     print(f"{verdict}: report written to {md}")
     for failure in report["failures"]:
         print(f"  {failure}")
@@ -333,6 +339,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                       help=f"comma-separated (default: {','.join(FRAMEWORKS)})")
     _add_python_option(cmp_)
     cmp_.add_argument("--out", default="report", help="report directory (default ./report)")
+    cmp_.add_argument("--allow-missing", action="store_true",
+                      help="skip a framework that is not installed instead of failing the job")
     cmp_.add_argument("--corpus", default="default")
     cmp_.add_argument("--preset", default="quick", help="quick (default) or textbook")
     cmp_.add_argument("--variant", default=None)

@@ -32,6 +32,10 @@ class DiskFullError(UserError):
     that file is intact."""
 
 
+class FolderInUseError(UserError):
+    """Another process is writing into the output folder (it holds the folder's lock)."""
+
+
 class BackendUnavailableError(UserError):
     """A backend is unknown, or its framework is not installed."""
 

@@ -6,13 +6,16 @@ Each case names the needle its message must contain: what was wrong and the offe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import importlib.util
+import os
 import re
 import shutil
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from rnn_backends import (
     CorpusError,
     DiskFullError,
     DownloadError,
+    FolderInUseError,
     ModelConfig,
     TrainConfig,
     UserError,
@@ -40,6 +44,7 @@ from rnn_backends.backends.registry import canonical_name
 from rnn_backends.cli import main
 from rnn_backends.data import corpus as corpus_mod
 from rnn_backends.generate import generate
+from rnn_backends.runfolder import own_folder
 from rnn_backends.train import train
 from rnn_backends.workers import parse_pythons
 
@@ -89,6 +94,7 @@ class Ctx:
     run: Path  # a private copy of the finished run, free to damage
     url: str
     monkeypatch: pytest.MonkeyPatch
+    stack: contextlib.ExitStack  # closed when the test ends
 
     def file(self, content: bytes, name: str = "corpus.txt") -> str:
         path = self.tmp / name
@@ -164,6 +170,24 @@ def _disk_full(ctx: Ctx) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     ctx.monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _users_folder(ctx: Ctx) -> str:
+    """A folder of someone's own files that happen to have this package's names."""
+    mine = ctx.tmp / "mine"
+    if not mine.exists():
+        (mine / "checkpoint").mkdir(parents=True)
+        (mine / "history.json").write_text('{"my": "notes"}')
+        (mine / "checkpoint" / "params-mydata.npz").write_bytes(b"my data")
+    return str(mine)
+
+
+def _train_huge(ctx: Ctx):
+    corpus = load_corpus("default")
+    model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=100_000)
+    backend = get_backend("numpy", dtype="float32")
+    return train(backend, corpus, model, TrainConfig(**TINY), out_dir=ctx.tmp / "huge",
+                 progress=False)  # fmt: skip
 
 
 def _same_letters_other_text(ctx: Ctx) -> str:
@@ -334,6 +358,20 @@ CASES = [
          lambda c: ["train", "--backend", "numpy", "--out", str(c.run), *SIZES],
          lambda c: _train_api(c, out=c.run), UserError,
          "already holds a checkpoint .step 16, numpy.; pass --resume"),
+    Case("output-in-use-by-another-run", _resume_cli("--epochs", "3"),
+         lambda c: _resume_with(c, max_epochs=3), FolderInUseError,
+         rf"output directory '.*run' is in use by process {os.getpid()} on "
+         rf"{re.escape(socket.gethostname())}, started \S+; wait for that run to end",
+         setup=lambda c: c.stack.enter_context(own_folder(c.run))),
+    Case("output-holds-the-users-files",
+         lambda c: ["train", "--backend", "numpy", "--out", _users_folder(c), *SIZES],
+         lambda c: _train_api(c, out=Path(_users_folder(c))), UserError,
+         r"output directory '.*mine' holds files rnn-backends did not write \(checkpoint, "
+         r"history.json\); pass an empty or new folder"),
+    Case("model-larger-than-memory", _train("--hidden-size", "100000"),
+         lambda c: _train_huge(c), ConfigError,
+         r"the model and one training step need at least [\d.]+ GB \(parameters, gradients and "
+         r"update [\d.]+ GB, .*\), but [\d.]+ [GM]B of memory is available; lower --hidden-size"),
     Case("unwritable-output-directory",
          lambda c: ["train", "--backend", "numpy", "--out", c.file(b"x", "f") + "/sub", *SIZES],
          lambda c: _train_api(c, out=Path(c.file(b"x", "f")) / "sub"), UserError,
@@ -409,13 +447,14 @@ CASES += [
 
 
 @pytest.fixture
-def ctx(tmp_path, finished_run, server, monkeypatch) -> Ctx:
+def ctx(tmp_path, finished_run, server, monkeypatch) -> Iterator[Ctx]:
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # a default output directory (runs/...) lands here, if any
-    return Ctx(work, run, server, monkeypatch)
+    with contextlib.ExitStack() as stack:
+        yield Ctx(work, run, server, monkeypatch, stack)
 
 
 def _user_error_classes() -> set[type[Exception]]:
@@ -534,3 +573,17 @@ def test_a_full_disk_leaves_the_previous_checkpoint_whole(ctx: Ctx, capsys):
     assert after.step == before.step == 16
     assert all(np.array_equal(after.params[k], before.params[k]) for k in before.params)
     assert sorted(p.name for p in ctx.run.rglob("*")) == files  # no temporary, no orphan
+
+
+def test_refusals_leave_the_users_files_and_create_nothing(ctx: Ctx, capsys):
+    """The user's folder is left byte for byte (even with --overwrite), and a run refused for its
+    memory creates no output directory at all."""
+    mine = Path(_users_folder(ctx))
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--backend", "numpy", "--out", str(mine), *SIZES, *extra]) == 2
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+    assert main(["train", "--backend", "numpy", "--out", str(ctx.tmp / "huge"), *SIZES,
+                 "--hidden-size", "100000"]) == 2  # fmt: skip
+    capsys.readouterr()
+    assert not (ctx.tmp / "huge").exists()
