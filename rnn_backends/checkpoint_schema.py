@@ -263,6 +263,12 @@ def check_extra(extra: dict[str, Any], model_config: ModelConfig, step: int) -> 
     for name in ("backend", "corpus"):
         if name in extra:
             string(f"extra.{name}", extra[name])
+    if "corpus_file" in extra:  # where the corpus was read from (see resume.stored_corpus)
+        info = obj("extra.corpus_file", extra["corpus_file"])
+        string("extra.corpus_file.path", info.get("path"))
+        count("extra.corpus_file.size", info.get("size"))
+        if not isinstance(info.get("sha256"), str) or not _SHA256.fullmatch(info["sha256"]):
+            raise Invalid("extra.corpus_file.sha256 must be 64 hexadecimal digits")
     if "resume" in extra:
         check_resume_record(extra["resume"], model_config, step)
 

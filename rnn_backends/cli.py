@@ -173,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .checkpointing import find_checkpoint, load_checkpoint, resume_position
     from .data.corpus import load_corpus
     from .generate import check_options, generate
+    from .resume import stored_corpus
     from .train import train
 
     check_options(args.num_preds)  # before training, not after it
@@ -186,7 +187,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume_dir = find_checkpoint(args.resume)
         base = load_checkpoint(resume_dir)
         resume_position(base, resume_dir)
-    corpus = load_corpus(args.corpus or (base.extra.get("corpus") if base else None) or "default")
+    if base is not None and args.corpus is None:  # the path the checkpoint stores: checked
+        corpus = stored_corpus(base, resume_dir)
+    else:
+        corpus = load_corpus(args.corpus or "default")
     model_config, train_config = _configs(args, len(corpus.vocab), base)
     backend_name = args.backend or (base.extra.get("backend") if base else None) or "torch"
     if base is not None and canonical_name(backend_name) != base.extra.get("backend"):

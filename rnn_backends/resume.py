@@ -21,6 +21,7 @@ bytes are written and read by :mod:`.checkpointing`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -46,8 +47,8 @@ from .checkpointing import (
 )
 from .config import ModelConfig, TrainConfig
 from .data.batching import CharBatches
-from .data.corpus import Corpus
-from .errors import CheckpointError, UserError
+from .data.corpus import Corpus, file_fingerprint, load_corpus
+from .errors import CheckpointError, CorpusError, UserError
 from .metrics import Meter
 
 if TYPE_CHECKING:
@@ -188,6 +189,7 @@ def save_run(
         extra={
             "backend": backend.name,
             "corpus": corpus.name,
+            **({"corpus_file": corpus.file.to_dict()} if corpus.file is not None else {}),
             RESUME_KEY: _resume_record(run, train_config, batches, corpus, saved_carry),
         },
         arrays={f"{CARRY}{i}": a for i, a in enumerate(saved_carry or ())},
@@ -198,6 +200,46 @@ def save_run(
 
 
 # --- loading ------------------------------------------------------------------------------------
+
+NAMED_CORPORA = ("default", "timemachine")
+
+
+def stored_corpus(ckpt: Checkpoint, src: Path) -> Corpus:
+    """The corpus a checkpoint's run was trained on, found from what the checkpoint stores,
+    for a resume that was not given ``--corpus``.
+
+    The stored path comes from the checkpoint, i.e. from anyone, so nothing about the file is
+    reported before it is known to be that corpus: it must be a regular file within the size
+    bound (:func:`.data.corpus.file_fingerprint`), and its size and SHA-256 (when recorded; a
+    run started with a relative ``--corpus`` records its absolute path) and then its token
+    fingerprint must be the run's. Any difference is the same one-line refusal.
+
+    Raises:
+        CorpusError: the file is gone (what to pass is said), is not a regular file, or is not
+            the run's corpus.
+    """
+    name = ckpt.extra.get("corpus") or "default"
+    if name in NAMED_CORPORA:
+        return load_corpus(name)
+    info = ckpt.extra.get("corpus_file")
+    path = Path(info["path"]) if isinstance(info, dict) else Path(name)
+    if not path.exists() and not path.is_symlink():
+        raise CorpusError(
+            f"the corpus of run {str(src)!r}, {name!r}, is not at {str(path)!r} any more; pass "
+            "--corpus with the text the run was trained on"
+        )
+    refusal = CorpusError(
+        f"{str(path)!r} is not the corpus run {str(src)!r} was trained on (its bytes or its text "
+        "differ); pass --corpus with the original text"
+    )
+    size, sha = file_fingerprint(path)  # refuses a device, a pipe, a folder, a huge file
+    if isinstance(info, dict) and (size != info["size"] or sha != info["sha256"]):
+        raise refusal
+    corpus = load_corpus(str(path), vocab=ckpt.vocab)
+    if corpus_fingerprint(corpus.ids) != (ckpt.extra.get(RESUME_KEY) or {}).get("corpus_sha256"):
+        raise refusal
+    return dataclasses.replace(corpus, name=name)
+
 
 
 def _config_differences(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:

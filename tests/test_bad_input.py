@@ -44,6 +44,7 @@ from rnn_backends.backends.registry import canonical_name
 from rnn_backends.cli import main
 from rnn_backends.data import corpus as corpus_mod
 from rnn_backends.generate import generate
+from rnn_backends.resume import stored_corpus
 from rnn_backends.runfolder import own_folder
 from rnn_backends.train import train
 from rnn_backends.workers import parse_pythons
@@ -188,6 +189,31 @@ def _train_huge(ctx: Ctx):
     backend = get_backend("numpy", dtype="float32")
     return train(backend, corpus, model, TrainConfig(**TINY), out_dir=ctx.tmp / "huge",
                  progress=False)  # fmt: skip
+
+
+def _store_corpus(ctx: Ctx, path: str) -> None:
+    """A crafted checkpoint naming ``path`` as its corpus (what an attacker can write)."""
+    from hostile import edit_meta
+
+    edit_meta(ctx.ckpt, lambda m: m["extra"].update(corpus=path))
+
+
+def _resume_moved(ctx: Ctx, door: str):
+    """A run started with a relative --corpus in folder a/, whose file then moved, resumed
+    from folder b/."""
+    a, b = ctx.tmp / "a", ctx.tmp / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "book.txt").write_text(load_corpus("default").text)
+    ctx.monkeypatch.chdir(a)
+    assert main(["train", "--backend", "numpy", "--corpus", "book.txt", "--out",
+                 str(ctx.tmp / "frun"), *SIZES]) == 0  # fmt: skip
+    (a / "book.txt").rename(a / "elsewhere.txt")
+    ctx.monkeypatch.chdir(b)
+    if door == "cli":
+        return ["train", "--resume", str(ctx.tmp / "frun"), "--epochs", "3", "--no-progress"]
+    src = ctx.tmp / "frun" / "checkpoint"
+    return stored_corpus(load_checkpoint(src), src)
 
 
 def _same_letters_other_text(ctx: Ctx) -> str:
@@ -349,6 +375,20 @@ CASES = [
     Case("resume-fewer-epochs-than-done", _resume_cli("--epochs", "1"),
          lambda c: _resume_with(c, max_epochs=1), CheckpointError,
          "trained 2 full epochs and 0 batches, more than max_epochs=1; ask for at least 2"),
+    Case("resume-a-run-whose-corpus-moved", lambda c: _resume_moved(c, "cli"),
+         lambda c: _resume_moved(c, "api"), CorpusError,
+         r"the corpus of run '.*frun/checkpoint', 'book.txt', is not at '.*/a/book.txt' any "
+         r"more; pass --corpus with the text the run was trained on"),
+    Case("resume-stored-corpus-is-a-device", _resume_cli(),
+         lambda c: stored_corpus(load_checkpoint(c.ckpt), c.ckpt), CorpusError,
+         "corpus path '/dev/zero' is not a regular file",
+         setup=lambda c: _store_corpus(c, "/dev/zero")),
+    Case("resume-stored-corpus-is-another-file", _resume_cli(),
+         lambda c: stored_corpus(load_checkpoint(c.ckpt), c.ckpt), CorpusError,
+         r"^[^\d]*'/etc/passwd' is not the corpus run '.*checkpoint' was trained on \(its bytes "
+         r"or its text differ\); pass --corpus with the original text$",
+         cli_needle=r"'/etc/passwd' is not the corpus run",
+         setup=lambda c: _store_corpus(c, "/etc/passwd")),
     Case("resume-without-a-checkpoint",
          lambda c: ["train", "--resume", str(c.tmp), *SIZES],
          lambda c: _train_api(c, resume=c.tmp), CheckpointError, "holds no checkpoint"),

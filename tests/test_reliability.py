@@ -198,6 +198,27 @@ def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_a_run_with_a_relative_corpus_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The corpus is found again by its absolute path, checked by size and checksum, and the
+    resumed run equals an uninterrupted one."""
+    from rnn_backends.data.default_corpus import default_text
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "book.txt").write_text(default_text())
+    at = TINY_CLI.index("--epochs")
+    args = TINY_CLI[:at] + TINY_CLI[at + 2 :]
+    monkeypatch.chdir(tmp_path / "a")
+    common = ["--backend", "numpy", "--corpus", "book.txt", *args]
+    assert main(["train", *common, "--out", str(tmp_path / "ref"), "--epochs", "3"]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--no-progress",
+                 "--num-preds", "0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    _assert_same_run(tmp_path / "run", tmp_path / "ref")
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_files_are_created_as_the_umask_says(tmp_path, umask):
     """As any other tool's files: mode 0666 narrowed by the umask (mkstemp's 0600 was not)."""

@@ -32,13 +32,28 @@ URL_ENV = "RNN_BACKENDS_TIMEMACHINE_URL"
 
 
 @dataclass(frozen=True)
+class CorpusFile:
+    """The file a corpus was read from: its absolute path, size and the SHA-256 of its bytes
+    (what a resumed run checks before it reads the file again)."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class Corpus:
-    """A preprocessed corpus: its name, the text, its vocabulary and the token ids."""
+    """A preprocessed corpus: its name, the text, its vocabulary and the token ids, and the file
+    it was read from (None for the embedded corpus)."""
 
     name: str
     text: str
     vocab: Vocab
     ids: np.ndarray  # token ids (N,), uint8 for a character vocabulary (see load_corpus)
+    file: CorpusFile | None = None
 
 
 def cache_dir() -> Path:
@@ -206,21 +221,43 @@ class _ChunkedText:
         self.size += len(clean)
 
 
-def _read_preprocessed(path: Path) -> tuple[np.ndarray, bool]:
+def _read_preprocessed(path: Path) -> tuple[np.ndarray, bool, CorpusFile]:
     """The preprocessed text of a UTF-8 file as ASCII codes (uint8), read in chunks of
-    :data:`CHUNK_BYTES`, and whether the raw file had anything but whitespace."""
+    :data:`CHUNK_BYTES`, whether the raw file had anything but whitespace, and the file's
+    :class:`CorpusFile` (its bytes hashed as they are read)."""
     fd, size = _open_regular_file(path)
+    digest = hashlib.sha256()
     try:
         reader = _ChunkedText(path, size)
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
             while chunk := fh.read(CHUNK_BYTES):
+                digest.update(chunk)
                 reader.feed(chunk)
         reader.feed(b"", final=True)
     except OSError as exc:
         raise CorpusError(f"cannot read corpus file {str(path)!r}: {exc.strerror}") from None
     finally:
         os.close(fd)
-    return reader.out[: reader.size], reader.has_text
+    file = CorpusFile(str(Path(path).resolve()), reader.read, digest.hexdigest())
+    return reader.out[: reader.size], reader.has_text, file
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """Size and SHA-256 of the corpus file ``path``, read in chunks, after the checks every
+    corpus file gets (a regular file within :data:`MAX_CORPUS_BYTES`); nothing is decoded."""
+    fd, _ = _open_regular_file(Path(path))
+    digest, size = hashlib.sha256(), 0
+    try:
+        while chunk := os.read(fd, CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+            if size > MAX_CORPUS_BYTES:
+                raise CorpusError(f"corpus file {str(path)!r} grew while it was read")
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus file {str(path)!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return size, digest.hexdigest()
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -261,13 +298,14 @@ def load_corpus(source: str = "default", vocab: Vocab | None = None) -> Corpus:
         a :class:`Corpus` whose ``ids`` (N,) are of the smallest unsigned type that holds the
         vocabulary (uint8 for a character vocabulary); batches convert them to int64.
     """
+    file = None
     if source == "default":
         raw = default_text()
         chars = np.frombuffer(preprocess(raw).encode("ascii"), dtype=np.uint8)
         has_text = bool(raw.strip())
     else:
         path = timemachine_path() if source == "timemachine" else Path(source)
-        chars, has_text = _read_preprocessed(path)
+        chars, has_text, file = _read_preprocessed(path)
     counts = _counts(chars)
     if counts.sum() == counts[ord(" ")]:
         what = "is empty" if not has_text else "has no letters A-Z/a-z"
@@ -277,4 +315,4 @@ def load_corpus(source: str = "default", vocab: Vocab | None = None) -> Corpus:
     ids = _encode(chars, vocab)
     # str() of a buffer decodes it in place: no bytes copy of the whole text.
     text = str(memoryview(chars), "ascii")
-    return Corpus(name=source, text=text, vocab=vocab, ids=ids)
+    return Corpus(name=source, text=text, vocab=vocab, ids=ids, file=file)
