@@ -20,7 +20,7 @@ import datetime
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import FolderInUseError, UserError
@@ -67,9 +67,13 @@ def check_ownership(folder: Path, what: str = "output directory") -> None:
 
 
 @contextlib.contextmanager
-def own_folder(folder: Path, what: str = "output directory") -> Iterator[Path]:
+def own_folder(
+    folder: Path, what: str = "output directory", check: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Hold ``folder`` for writing while the ``with`` block runs: checked (see
     :func:`check_ownership`), created if missing, marked, and locked against other writers.
+    ``check`` runs once the lock is held and before this process records itself as the holder
+    (e.g. whether the folder holds another run), so a refused writer leaves no trace.
 
     Raises:
         UserError: the folder holds someone's files or cannot be created.
@@ -91,6 +95,8 @@ def own_folder(folder: Path, what: str = "output directory") -> Iterator[Path]:
                     f"{what} {str(folder)!r} is in use by {_holder(fd)}; wait for that run to "
                     "end, or pass another folder"
                 ) from None
+        if check is not None:
+            check()
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
         os.ftruncate(fd, 0)

@@ -38,7 +38,7 @@ from .metrics import Meter, Perplexity
 from .params import init_params
 from .progress import Progress
 from .resume import RunState, carry_to_tensors, guard_output, load_run, save_run
-from .runfolder import check_ownership, own_folder
+from .runfolder import own_folder
 
 __all__ = ["Perplexity", "TrainResult", "evaluate", "train"]
 
@@ -125,10 +125,8 @@ def _open_output(
         yield None
         return
     out = Path(out_dir)
-    check_ownership(out)  # before the checkpoint is looked at: a foreign folder is not read
-    guard_output(out, resume_dir, overwrite)
-    with own_folder(out):
-        guard_output(out, resume_dir, overwrite)  # again: another run may have finished there
+    # The lock first: a run in progress there is named as such, whatever its checkpoint says.
+    with own_folder(out, check=lambda: guard_output(out, resume_dir, overwrite)):
         remove_stale_temporaries(out)
         yield out
 
