@@ -28,13 +28,16 @@ RESUME_FORMAT = 1
 MAX_META_BYTES = 64 << 20  # about a million steps of history
 MAX_JSON_DEPTH = 64  # the metadata this package writes is 6 deep
 MAX_COUNT = 2**53  # the largest step, epoch or token count a checkpoint may record
-MAX_ARRAYS = 64  # extra arrays beside the parameters (a carried state, optimizer state)
+# Arrays beside the parameters (a carried state, an optimizer's slots per parameter); each
+# listed one only widens the weights file's size bound by a member's overhead.
+MAX_ARRAYS = 4096
 UNK = "<unk>"
 EPOCH_FIELDS = frozenset({"epoch", "train_ppl", "train_ppl_book", "val_ppl", "val_ppl_book"})
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal, escapes included
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_ARRAY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,63}")
+# An array's name: its zip member is aux:<name>.npy, never a path on disk.
+ARRAY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:]{0,127}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -210,7 +213,7 @@ def _array_specs(value: Any) -> dict[str, ArraySpec]:
         raise Invalid(f"arrays lists {len(listing)} arrays, more than {MAX_ARRAYS}")
     specs = {}
     for name, spec in listing.items():
-        if not _ARRAY_NAME.fullmatch(name):
+        if not ARRAY_NAME.fullmatch(name):
             raise Invalid(f"arrays names {name[:80]!r}, which is not a plain array name")
         where = f"arrays.{name}"
         if not isinstance(spec, dict) or set(spec) != {"shape", "dtype"}:

@@ -45,6 +45,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from .checkpoint_schema import (
+    ARRAY_NAME,
     CHECKPOINT_FORMAT,
     MAX_META_BYTES,
     RESUME_FORMAT,
@@ -227,8 +228,10 @@ def _check_to_save(ckpt: Checkpoint) -> str:
                 f"float32 or float64 (the first parameter is {dtype})"
             )
     for name in ckpt.arrays:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,63}", name):
-            raise CheckpointError(f"array name {name!r} is not a plain name (letters, digits, _ .)")
+        if not ARRAY_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"array name {name!r} is not a plain name (letters, digits, _ . :)"
+            )
     return dtype
 
 
