@@ -235,7 +235,10 @@ def stored_corpus(ckpt: Checkpoint, src: Path) -> Corpus:
     size, sha = file_fingerprint(path)  # refuses a device, a pipe, a folder, a huge file
     if isinstance(info, dict) and (size != info["size"] or sha != info["sha256"]):
         raise refusal
-    corpus = load_corpus(str(path), vocab=ckpt.vocab)
+    try:  # a checkpoint without the file's checksum (older ones) gets here for any file
+        corpus = load_corpus(str(path), vocab=ckpt.vocab)
+    except CorpusError:  # its words would tell what the file holds (binary, a byte offset)
+        raise refusal from None
     if corpus_fingerprint(corpus.ids) != (ckpt.extra.get(RESUME_KEY) or {}).get("corpus_sha256"):
         raise refusal
     return dataclasses.replace(corpus, name=name)

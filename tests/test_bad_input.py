@@ -389,6 +389,11 @@ CASES = [
          r"or its text differ\); pass --corpus with the original text$",
          cli_needle=r"'/etc/passwd' is not the corpus run",
          setup=lambda c: _store_corpus(c, "/etc/passwd")),
+    Case("resume-stored-corpus-is-binary", _resume_cli(),
+         lambda c: stored_corpus(load_checkpoint(c.ckpt), c.ckpt), CorpusError,
+         r"'.*secret.bin' is not the corpus run '.*checkpoint' was trained on \(its bytes or its "
+         r"text differ\); pass --corpus with the original text$",
+         setup=lambda c: _store_corpus(c, c.file(b"\x89PNG\r\n\x1a\n\x00\x00", "secret.bin"))),
     Case("resume-without-a-checkpoint",
          lambda c: ["train", "--resume", str(c.tmp), *SIZES],
          lambda c: _train_api(c, resume=c.tmp), CheckpointError, "holds no checkpoint"),
@@ -627,3 +632,25 @@ def test_refusals_leave_the_users_files_and_create_nothing(ctx: Ctx, capsys):
                  "--hidden-size", "100000"]) == 2  # fmt: skip
     capsys.readouterr()
     assert not (ctx.tmp / "huge").exists()
+
+
+def test_a_stored_corpus_is_not_decoded_before_its_checksum_matches(ctx: Ctx, monkeypatch):
+    """A run records its corpus file's size and SHA-256; a file of the same size but other
+    bytes is refused from those alone, before a byte of it is decoded."""
+    from rnn_backends import resume
+
+    book = ctx.tmp / "book.txt"
+    text = load_corpus("default").text
+    book.write_text(text)
+    out = ctx.tmp / "frun"
+    assert main(["train", "--backend", "numpy", "--corpus", str(book), "--out", str(out),
+                 *SIZES]) == 0  # fmt: skip
+    book.write_text(text[::-1])  # the same size, the same letters, other bytes
+    ckpt = load_checkpoint(out / "checkpoint")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the file was decoded before its checksum was compared")
+
+    monkeypatch.setattr(resume, "load_corpus", never)
+    with pytest.raises(CorpusError, match="is not the corpus run"):
+        stored_corpus(ckpt, out / "checkpoint")
