@@ -234,6 +234,31 @@ def test_files_are_created_as_the_umask_says(tmp_path, umask):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
+def test_saving_deletes_only_the_weights_it_replaces(tmp_path):
+    """save_checkpoint into a folder that holds other files (the API allows it) removes only
+    the weights file its previous metadata named, and leaves a look-alike name alone."""
+    from rnn_backends import save_checkpoint
+
+    corpus, model, cfg = _setup("windows")
+    ckpt = load_checkpoint(train(make_backend("numpy", "float32"), corpus, model, cfg,
+                                 out_dir=tmp_path / "run", progress=False).checkpoint)  # fmt: skip
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    theirs = {"params-mydata.npz": b"my data", "params-0123456789abcdef.npz.bak": b"backup",
+              "notes.txt": b"notes"}  # fmt: skip
+    for name, data in theirs.items():
+        (folder / name).write_bytes(data)
+    ckpt.extra = {}  # a plain checkpoint: no training position to keep in step
+    for step in (1, 2, 3):
+        ckpt.step = step
+        ckpt.params = {k: v * np.float32(1.5) for k, v in ckpt.params.items()}
+        save_checkpoint(folder, ckpt)
+    assert {n: (folder / n).read_bytes() for n in theirs} == theirs
+    ours = sorted(p.name for p in folder.iterdir() if p.name not in theirs)
+    assert len(ours) == 2 and ours[0] == "checkpoint.json", ours
+    assert load_checkpoint(folder).step == 3
+
+
 def _setup(batching: str, dtype: str = "float32"):
     corpus = load_corpus("default")
     model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=8)
