@@ -1,48 +1,57 @@
 """rnn-backends: the textbook's char-level RNN language model in four frameworks, checked
 against one NumPy oracle.
 
-``import rnn_backends`` imports no deep-learning framework; a backend's framework is imported when
-:func:`get_backend` first asks for it.
+``import rnn_backends`` imports nothing heavy, no deep-learning framework and not even NumPy: the
+public names below are looked up on first use (PEP 562), and a backend's framework is imported
+when :func:`get_backend` first asks for it. So the command line's entry point
+(:mod:`rnn_backends.__main__`) imports every dependency inside its Ctrl-C handler.
 """
 
-from .backends.registry import available_backends, get_backend
-from .checkpointing import Checkpoint, load_checkpoint, save_checkpoint
-from .config import ModelConfig, TrainConfig
-from .data import CharBatches, Corpus, Vocab, load_corpus, preprocess
-from .errors import (
-    BackendUnavailableError,
-    CheckpointError,
-    ConfigError,
-    CorpusError,
-    DownloadError,
-    NonFiniteError,
-    UserError,
-)
-from .params import init_params, param_shapes
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BackendUnavailableError",
-    "CharBatches",
-    "Checkpoint",
-    "CheckpointError",
-    "ConfigError",
-    "Corpus",
-    "CorpusError",
-    "DownloadError",
-    "ModelConfig",
-    "NonFiniteError",
-    "TrainConfig",
-    "UserError",
-    "Vocab",
-    "__version__",
-    "available_backends",
-    "get_backend",
-    "init_params",
-    "load_checkpoint",
-    "load_corpus",
-    "param_shapes",
-    "preprocess",
-    "save_checkpoint",
-]
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "available_backends": "backends.registry",
+    "get_backend": "backends.registry",
+    "Checkpoint": "checkpointing",
+    "load_checkpoint": "checkpointing",
+    "save_checkpoint": "checkpointing",
+    "ModelConfig": "config",
+    "TrainConfig": "config",
+    "CharBatches": "data",
+    "Corpus": "data",
+    "Vocab": "data",
+    "load_corpus": "data",
+    "preprocess": "data",
+    "BackendUnavailableError": "errors",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "CorpusError": "errors",
+    "DiskFullError": "errors",
+    "DownloadError": "errors",
+    "FolderInUseError": "errors",
+    "NonFiniteError": "errors",
+    "UserError": "errors",
+    "init_params": "params",
+    "param_shapes": "params",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rnn_backends' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # found once, then an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

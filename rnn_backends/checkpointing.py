@@ -1,19 +1,27 @@
 """Every byte the package writes to disk or reads back from a checkpoint.
 
 One atomic writer serves every file: :func:`write_atomic` (and :func:`write_json` and
-:func:`atomic_stream` on top of it) writes to a temporary file in the destination's folder, fsyncs
-it, renames it over the destination and fsyncs the folder, so a reader (or a process that starts
-after a crash) sees the old file or the new one, never a mixture. A failure at any point removes
-the temporary file; a process killed mid-write leaves it, and :func:`remove_stale_temporaries`
-clears such orphans when the next run starts.
+:func:`atomic_stream` on top of it) writes to a temporary file of its own in the destination's
+folder (``<name>.<pid>.<random>.tmp``, created with the umask's permissions), fsyncs it, renames
+it over the destination and fsyncs the folder, so a reader (or a process that starts after a
+crash) sees the old file or the new one, never a mixture. A failure at any point removes the
+temporary file; a full disk is a :class:`DiskFullError` naming the path; a process killed
+mid-write leaves the temporary file, and :func:`remove_stale_temporaries` clears such orphans
+when the next run in that folder starts.
 
 A checkpoint is a directory:
 
 * ``params-<sha256[:16]>.npz``: the weights (and arrays that are not parameters, such as a
-  carried hidden state, under the prefix ``aux:``), never pickled;
+  carried hidden state, under the prefix ``aux:``), uncompressed, never pickled;
 * ``checkpoint.json``: the format version, model and training configs, vocabulary, step, dtype,
-  free-form ``extra`` (a training run keeps its position there, see :mod:`.resume`), the name of
-  the weights file and its SHA-256. It is renamed last, so it always names a complete weights file.
+  free-form ``extra`` (a training run keeps its position there, see :mod:`.resume`), the shapes
+  of the ``aux:`` arrays, the name of the weights file and its SHA-256. It is renamed last, so it
+  always names a complete weights file.
+
+Loading treats a checkpoint as untrusted input (:func:`load_checkpoint`): it opens only the two
+regular files of the directory (never a symbolic link, never a path named inside it), checks the
+metadata against a schema (:mod:`.checkpoint_schema`) and every weights member against the model
+before allocating it (:mod:`.npzread`), and refuses weights that are not finite float32/float64.
 
 A run directory written by training holds ``checkpoint/`` and ``history.json``.
 """
@@ -21,12 +29,14 @@ A run directory written by training holds ``checkpoint/`` and ``history.json``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
-import tempfile
-import zipfile
+import re
+import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,22 +44,35 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import ModelConfig, TrainConfig
-from .errors import CheckpointError, ConfigError, NonFiniteError
-from .params import Params, check_params
+from .checkpoint_schema import (
+    ARRAY_NAME,
+    CHECKPOINT_FORMAT,
+    MAX_META_BYTES,
+    RESUME_FORMAT,
+    Invalid,
+    Metadata,
+    check_metadata,
+    parse_json,
+)
+from .config import DTYPES, ModelConfig, TrainConfig
+from .errors import CheckpointError, DiskFullError, NonFiniteError
+from .memory import param_count
+from .npzread import Expected, read_npz, size_bounds
+from .params import Params, check_params, param_shapes
 
 if TYPE_CHECKING:
     from .data.vocab import Vocab
 
-CHECKPOINT_FORMAT = 1
 META_FILE = "checkpoint.json"
 AUX_PREFIX = "aux:"  # names in the weights file that are not parameters (e.g. a carried state)
 CHECKPOINT_DIR = "checkpoint"  # inside a run directory
 HISTORY_FILE = "history.json"  # inside a run directory
 TMP_SUFFIX = ".tmp"
 RESUME_KEY = "resume"  # Checkpoint.extra[RESUME_KEY]: a training position (see .resume)
-RESUME_FORMAT = 1
-
+WEIGHTS_NAME = re.compile(r"params-[0-9a-f]{16}\.npz")  # what save_checkpoint names them
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 # --- the one atomic writer ----------------------------------------------------------------------
 
@@ -66,29 +89,50 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temporary(dest: Path) -> tuple[int, Path]:
+    """A new file beside ``dest``, named ``<name>.<pid>.<8 hex>.tmp`` (unique per process and
+    call), opened for writing. Created with mode 0666, which the umask narrows as for any other
+    tool's files; never through a symbolic link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+    while True:
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _disk_full(path: Path, exc: OSError) -> DiskFullError:
+    return DiskFullError(
+        f"no space left on the device holding {str(path)!r} ({exc.strerror}); nothing was "
+        "written there and the previous version of the file is intact; free some space"
+    )
+
+
 @contextlib.contextmanager
 def atomic_stream(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """A binary file to write ``path`` through; the file appears at ``path`` only if the ``with``
     block ends without an exception.
 
-    The temporary file is ``<name>.<pid>.<random>.tmp`` in ``path``'s folder (unique per process
-    and call). On success it is fsynced, renamed over ``path`` and the folder fsynced; on any
-    exception it is removed and the exception propagates. Raise inside the block to discard
-    what was written (e.g. after a checksum mismatch).
+    The temporary file is ``<name>.<pid>.<random>.tmp`` in ``path``'s folder (see
+    :func:`_temporary`). On success it is fsynced, renamed over ``path`` and the folder fsynced;
+    on any exception it is removed and the exception propagates (a full disk or quota as
+    :class:`DiskFullError`). Raise inside the block to discard what was written (e.g. after a
+    checksum mismatch).
     """
     dest = Path(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=dest.parent, prefix=f"{dest.name}.{os.getpid()}.", suffix=TMP_SUFFIX
-    )
+    fd, tmp = _temporary(dest)
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise _disk_full(dest, exc) from None
         raise
     _fsync_dir(dest.parent)
 
@@ -104,22 +148,39 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 
-def remove_stale_temporaries(out: Path) -> None:
-    """Delete the temporary files a killed writer left in run directory ``out`` and its
-    checkpoint.
+def is_temporary_of(name: str, targets: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a temporary file this writer made for one of ``targets`` (or for a
+    weights file of a checkpoint, when ``params-`` is among them)."""
+    match = re.fullmatch(r"(.+)\.\d+\.[0-9a-f]{8}" + re.escape(TMP_SUFFIX), name)
+    if match is None:
+        return False
+    base = match.group(1)
+    return base in targets or ("params-" in targets and bool(WEIGHTS_NAME.fullmatch(base)))
 
-    Only one run writes to a directory (see :func:`.resume.guard_output`), so at the start of a
-    run every temporary file there is an orphan: the rename that would have used it never happened.
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete what a killed writer left in run directory ``out`` and its checkpoint: temporary
+    files of this writer's naming (:func:`is_temporary_of`) and weights files of this package's
+    naming (``params-<16 hex>.npz``) that the checkpoint's metadata does not name. Nothing else.
+
+    Only one run writes to a directory at a time (it holds the folder's lock, see
+    :mod:`.runfolder`), so at the start of a run every such file there is an orphan: the rename
+    or the metadata that would have used it never came.
     """
-    for folder, prefixes in (
+    current, _ = _previous_weights(out / CHECKPOINT_DIR)
+    for folder, targets in (
         (out, (HISTORY_FILE,)),
         (out / CHECKPOINT_DIR, ("params-", META_FILE)),
     ):
         if not folder.is_dir():
             continue
-        for tmp in folder.glob("*" + TMP_SUFFIX):
-            if tmp.name.startswith(prefixes):
-                tmp.unlink(missing_ok=True)
+        for path in folder.iterdir():
+            name = path.name
+            orphan = is_temporary_of(name, targets) or (
+                "params-" in targets and WEIGHTS_NAME.fullmatch(name) and name != current
+            )  # fmt: skip
+            if orphan and not path.is_symlink() and path.is_file():
+                path.unlink(missing_ok=True)
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -154,6 +215,26 @@ def _refuse_non_finite(ckpt: Checkpoint, out: Path) -> None:
             )
 
 
+def _check_to_save(ckpt: Checkpoint) -> str:
+    """The dtype of the checkpoint: every parameter and array one float type of :data:`DTYPES`,
+    the parameters exactly the model's (the rules the loader applies, so that whatever is saved
+    loads). Raises :class:`CheckpointError`."""
+    check_params(ckpt.params, ckpt.model_config)
+    dtype = str(next(iter(ckpt.params.values())).dtype)
+    for name, value in [*ckpt.params.items(), *ckpt.arrays.items()]:
+        if str(np.asarray(value).dtype) != dtype or dtype not in DTYPES:
+            raise CheckpointError(
+                f"{name} is {np.asarray(value).dtype}; a checkpoint holds arrays of one type, "
+                f"float32 or float64 (the first parameter is {dtype})"
+            )
+    for name in ckpt.arrays:
+        if not ARRAY_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"array name {name!r} is not a plain name (letters, digits, _ . :)"
+            )
+    return dtype
+
+
 def _weights_blob(ckpt: Checkpoint) -> bytes:
     """The weights file's bytes: an uncompressed ``.npz`` of parameters and ``aux:`` arrays."""
     if any(name.startswith(AUX_PREFIX) for name in ckpt.params):
@@ -174,20 +255,35 @@ def _writable_dir(out: Path) -> None:
         raise CheckpointError(f"checkpoint directory {str(out)!r} is not writable")
 
 
+def _previous_weights(out: Path) -> tuple[str | None, int | None]:
+    """The weights file and step the checkpoint now in ``out`` names, when it is one this
+    package wrote (a valid name); (None, None) otherwise."""
+    meta = read_metadata(out)
+    if meta is None:
+        return None, None
+    name, step = meta.get("params_file"), meta.get("step")
+    ok = isinstance(name, str) and WEIGHTS_NAME.fullmatch(name)
+    return (name if ok else None), (step if isinstance(step, int) else None)
+
+
 def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``directory`` (created if needed) atomically.
 
     The weights go to a new ``params-<hash>.npz`` first, then ``checkpoint.json`` (which names it
     and records its SHA-256) replaces the old one, and only then is the previous weights file
-    removed: a crash at any point leaves a loadable checkpoint.
+    (the one the old ``checkpoint.json`` named) removed: a crash at any point leaves a loadable
+    checkpoint, and no other file in the directory is touched.
 
     Raises:
         NonFiniteError: a parameter or array is NaN/Inf (nothing is written then).
-        CheckpointError: the directory cannot be created or written.
+        CheckpointError: the directory cannot be created or written, or the weights are not one
+            float type of the model's names and shapes.
+        DiskFullError: the disk is full; the previous checkpoint is intact.
     """
     out = Path(directory)
     _writable_dir(out)
     _refuse_non_finite(ckpt, out)
+    dtype = _check_to_save(ckpt)
     blob = _weights_blob(ckpt)
     sha = hashlib.sha256(blob).hexdigest()
     params_name = f"params-{sha[:16]}.npz"  # versioned, so the JSON always names a whole file
@@ -198,15 +294,28 @@ def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path
         "vocab": ckpt.vocab.idx_to_token,
         "step": ckpt.step,
         "params_sha256": sha,
-        "dtype": str(next(iter(ckpt.params.values())).dtype),
+        "dtype": dtype,
         "extra": ckpt.extra,
         "params_file": params_name,
+        "arrays": {k: {"shape": list(np.shape(v)), "dtype": dtype} for k, v in ckpt.arrays.items()},
     }
-    write_atomic(out / params_name, blob)
-    write_json(out / META_FILE, meta)
-    for old in out.glob("params-*.npz"):
-        if old.name != params_name:
-            old.unlink(missing_ok=True)
+    old, old_step = _previous_weights(out)
+    try:
+        write_atomic(out / params_name, blob)
+        try:
+            write_json(out / META_FILE, meta)
+        except BaseException:
+            if old != params_name:  # the new weights, which no metadata names
+                (out / params_name).unlink(missing_ok=True)
+            raise
+    except DiskFullError as exc:
+        kept = f"the checkpoint of step {old_step} there is intact" if old else "none was before"
+        raise DiskFullError(
+            f"no space left on the device holding {str(out)!r}: the checkpoint of step "
+            f"{ckpt.step} was not written and {kept}; free some space, then resume"
+        ) from exc.__cause__
+    if old is not None and old != params_name:
+        (out / old).unlink(missing_ok=True)
     return out
 
 
@@ -214,89 +323,183 @@ def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
     return (Path(directory) / META_FILE).is_file()
 
 
-def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The parsed ``checkpoint.json`` of ``directory``, or None when it is missing or unreadable
-    (for messages only; :func:`load_checkpoint` is the checked way in)."""
+# --- loading: a checkpoint is untrusted input ---------------------------------------------------
+
+
+def _refusal(src: Path, where: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {str(src)!r} is corrupted ({where}: {what}); load only checkpoints that "
+        "rnn-backends wrote"
+    )
+
+
+def _open_regular(src: Path, name: str) -> tuple[int, int] | None:
+    """An open descriptor of the regular file ``name`` in ``src`` and its size; None when it
+    does not exist. A symbolic link (wherever it points), a folder, a pipe or a device is
+    refused: only the directory's own files are read, and ``fstat`` checks what was opened."""
+    path = src / name
+    link = "it is a symbolic link, which a checkpoint may not hold"
+    if path.is_symlink():
+        raise _refusal(src, name, link)
     try:
-        meta = json.loads((Path(directory) / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC)
+    except FileNotFoundError:
         return None
-    return meta if isinstance(meta, dict) else None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refusal(src, name, link) from None
+        raise CheckpointError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _refusal(src, name, "it is not a regular file")
+    return fd, info.st_size
 
 
-def _load_metadata(src: Path) -> tuple[dict[str, Any], ModelConfig, TrainConfig | None, Vocab]:
-    # The data package writes its downloads through this module, so the vocabulary is imported
-    # only when a checkpoint is read: no import cycle at load time.
-    from .data.vocab import Vocab
-
-    if not has_checkpoint(src):
+def _read_metadata(src: Path) -> Metadata:
+    """``checkpoint.json`` of ``src``, bounded in size and depth and checked field by field."""
+    opened = _open_regular(src, META_FILE)
+    if opened is None:
         raise CheckpointError(
             f"{str(src)!r} is not a checkpoint directory (no {META_FILE}); pass the directory "
             "that train wrote"
         )
+    fd, size = opened
     try:
-        meta = json.loads((src / META_FILE).read_text(encoding="utf-8"))
-        model_config = ModelConfig.from_dict(meta["model_config"])
-        train_config = (
-            TrainConfig.from_saved(meta["train_config"]) if meta.get("train_config") else None
-        )
-        vocab = Vocab.from_tokens_list(meta["vocab"])
-        weights = Path(meta["params_file"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(
-            f"checkpoint {str(src)!r} is corrupted ({META_FILE}: {exc})"
-        ) from None
-    if weights.name != meta["params_file"]:  # a path would read outside the directory
-        raise CheckpointError(
-            f"checkpoint {str(src)!r} is corrupted ({META_FILE}: params_file "
-            f"{meta['params_file']!r} is not a file name in the directory)"
-        )
-    if len(vocab) != model_config.vocab_size:
-        raise CheckpointError(
-            f"checkpoint {str(src)!r}: vocabulary of {len(vocab)} tokens but vocab_size="
-            f"{model_config.vocab_size}"
-        )
-    return meta, model_config, train_config, vocab
+        if size > MAX_META_BYTES:
+            raise _refusal(src, META_FILE, f"it is {size} bytes, more than the {MAX_META_BYTES} "
+                           "a checkpoint's metadata may take")  # fmt: skip
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_META_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        return check_metadata(parse_json(data))
+    except Invalid as exc:
+        raise _refusal(src, META_FILE, str(exc)) from None
 
 
-def _load_weights(src: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Every array of the weights file ``meta`` names, after its SHA-256 is checked."""
-    path = src / meta["params_file"]
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(src)!r} lacks its weights {path.name}")
-    blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta.get("params_sha256"):
-        raise CheckpointError(
-            f"checkpoint weights {str(path)!r} are truncated or corrupted (checksum "
-            "mismatch); use an earlier checkpoint"
-        )
+def _expected_members(src: Path, meta: Metadata, file_size: int) -> dict[str, Expected]:
+    """Name -> shape and dtype of every member the weights file must hold: the model's
+    parameters and the ``aux:`` arrays the metadata lists."""
+    dtype = np.dtype(meta.dtype).newbyteorder("<")
+    values, tensors = param_count(meta.model_config)
+    # Each member takes more than 64 bytes of zip and header: a config claiming more tensors
+    # than the file can hold (a billion layers) is refused before param_shapes lists them.
+    if tensors > max(file_size // 64, 1000):
+        raise _refusal(src, meta.params_file, f"the model in {META_FILE} needs "
+                       f"{values * dtype.itemsize} bytes of weights but the weights file has "
+                       f"{file_size}")  # fmt: skip
+    expected = {k: Expected(v, dtype) for k, v in param_shapes(meta.model_config).items()}
+    for name, spec in meta.arrays.items():
+        expected[AUX_PREFIX + name] = Expected(spec.shape, np.dtype(spec.dtype).newbyteorder("<"))
+    return expected
+
+
+class _WeightsGone(Exception):
+    """The weights file the metadata names is not there (a writer may have just replaced it)."""
+
+
+def _hash_bounded(fd: int, size: int) -> str:
+    digest, left = hashlib.sha256(), size
+    while left > 0:
+        block = os.read(fd, min(left, 1 << 20))
+        if not block:
+            break
+        digest.update(block)
+        left -= len(block)
+    return digest.hexdigest()
+
+
+def _read_weights(src: Path, meta: Metadata) -> dict[str, np.ndarray]:
+    """Every array of the weights file ``meta`` names: its size bounded by the model's, its
+    SHA-256 checked, each member checked before it is read (:func:`.npzread.read_npz`)."""
+    opened = _open_regular(src, meta.params_file)
+    if opened is None:
+        raise _WeightsGone
+    fd, size = opened
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"checkpoint weights {str(path)!r} unreadable: {exc}") from None
+        expected = _expected_members(src, meta, size)
+        least, most = size_bounds(expected)
+        if size > most:
+            raise _refusal(src, meta.params_file, f"it is {size} bytes, more than the {most} a "
+                           "checkpoint of this model takes")  # fmt: skip
+        if _hash_bounded(fd, size) != meta.params_sha256:
+            raise CheckpointError(
+                f"checkpoint weights {str(src / meta.params_file)!r} are truncated or corrupted "
+                "(checksum mismatch); use an earlier checkpoint"
+            )
+        if size < least:
+            raise _refusal(src, meta.params_file, f"the model in {META_FILE} needs {least} bytes "
+                           f"of weights but the weights file has {size}")  # fmt: skip
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            arrays = read_npz(fh, size, expected)
+    except Invalid as exc:
+        raise _refusal(src, meta.params_file, str(exc)) from None
+    finally:
+        os.close(fd)
+    for name, value in arrays.items():
+        if not np.all(np.isfinite(value)):
+            raise _refusal(src, meta.params_file, f"{name} is not finite (NaN or Inf)")
+    return arrays
+
+
+def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The parsed ``checkpoint.json`` of ``directory`` (bounded, as :func:`load_checkpoint`
+    reads it), or None when it is missing or unreadable; for messages only."""
+    src = Path(directory)
+    try:
+        opened = _open_regular(src, META_FILE)
+        if opened is None:
+            return None
+        fd, size = opened
+        try:
+            data = os.read(fd, MAX_META_BYTES) if size <= MAX_META_BYTES else b""
+        finally:
+            os.close(fd)
+        meta = parse_json(data)
+    except (CheckpointError, Invalid, OSError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
-    """Read and verify a checkpoint written by :func:`save_checkpoint`.
+    """Read and verify a checkpoint written by :func:`save_checkpoint`, as untrusted input.
+
+    Nothing outside ``directory`` is read (its files must be regular files, not links), nothing
+    is allocated before the metadata and each weights member were checked against the model,
+    and only finite float32/float64 weights, a vocabulary of unique single characters plus
+    ``<unk>`` and metadata of the expected types are accepted. A checkpoint replaced while it
+    is read (by a training run writing its next one) is read again.
 
     Raises:
-        CheckpointError: not a checkpoint, corrupted or truncated (checksum), or weights whose
-            names or shapes do not fit the recorded model.
+        CheckpointError: not a checkpoint, corrupted, truncated (checksum), hostile, or weights
+            whose names, shapes or types do not fit the recorded model; one line saying which.
     """
+    from .data.vocab import Vocab  # the data package writes through this module: no cycle
+
     src = Path(directory)
-    meta, model_config, train_config, vocab = _load_metadata(src)
-    stored = _load_weights(src, meta)
+    for attempt in range(3):
+        meta = _read_metadata(src)
+        try:
+            stored = _read_weights(src, meta)
+            break
+        except _WeightsGone:
+            if attempt == 2 or _read_metadata(src).params_file == meta.params_file:
+                raise CheckpointError(
+                    f"checkpoint {str(src)!r} lacks its weights {meta.params_file}; use an "
+                    "earlier checkpoint"
+                ) from None
     params = {k: v for k, v in stored.items() if not k.startswith(AUX_PREFIX)}
     arrays = {k[len(AUX_PREFIX) :]: v for k, v in stored.items() if k.startswith(AUX_PREFIX)}
-    check_params(params, model_config)
     return Checkpoint(
         params=params,
-        model_config=model_config,
-        vocab=vocab,
-        train_config=train_config,
-        step=int(meta.get("step", 0)),
-        extra=dict(meta.get("extra") or {}),
+        model_config=meta.model_config,
+        vocab=Vocab.from_tokens_list(meta.vocab),
+        train_config=meta.train_config,
+        step=meta.step,
+        extra=meta.extra,
         arrays=arrays,
     )
 

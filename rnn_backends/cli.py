@@ -11,6 +11,7 @@ User errors print one line and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -18,7 +19,7 @@ import sys
 import types
 import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ _DEVICE_HELP = "cpu, gpu (or cuda), tpu, optionally with an index: gpu:1"
 def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """The package's warnings inside the block (e.g. prefix characters read as ``<unk>``) as one
+    ``rnn-backends: warning: ...`` line each, instead of Python's form with a source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    for w in caught:
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
 
 
 # --- options derived from the config dataclasses -------------------------------------------------
@@ -173,11 +185,11 @@ def _train_out(args: argparse.Namespace, resume_dir: Path | None, backend_name: 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpointing import find_checkpoint, load_checkpoint, resume_position
     from .data.corpus import load_corpus
-    from .generate import generate
+    from .generate import check_options, generate
+    from .resume import stored_corpus
     from .train import train
 
-    if args.num_preds < 0:
-        raise UserError(f"--num-preds must be >= 0, got {args.num_preds}")
+    check_options(args.num_preds)  # before training, not after it
     if args.checkpoint_every < 0:
         raise UserError(
             f"--checkpoint-every must be >= 0 steps (0: only at the start and the end), got "
@@ -188,7 +200,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume_dir = find_checkpoint(args.resume)
         base = load_checkpoint(resume_dir)
         resume_position(base, resume_dir)
-    corpus = load_corpus(args.corpus or (base.extra.get("corpus") if base else None) or "default")
+    if base is not None and args.corpus is None:  # the path the checkpoint stores: checked
+        corpus = stored_corpus(base, resume_dir)
+    else:
+        corpus = load_corpus(args.corpus or "default")
     model_config, train_config = _configs(args, len(corpus.vocab), base)
     backend_name = args.backend or (base.extra.get("backend") if base else None) or "torch"
     if base is not None and canonical_name(backend_name) != base.extra.get("backend"):
@@ -219,7 +234,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {result.checkpoint}")
     if args.num_preds:
-        print(generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds))
+        with _warnings_as_lines():
+            text = generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds)
+        print(text)
     return 0
 
 
@@ -254,14 +271,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .checkpointing import load_checkpoint
-    from .generate import generate
+    from .generate import check_options, generate
 
+    check_options(args.num_preds, args.temperature, args.seed)
     ckpt = load_checkpoint(args.checkpoint)
     dtype = args.dtype or str(next(iter(ckpt.params.values())).dtype)
     backend = get_backend(args.backend, dtype=dtype, device=args.device, variant=args.variant,
                           gru_reset_after=ckpt.model_config.gru_reset_after)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_as_lines():
         text = generate(
             backend,
             ckpt.params,
@@ -271,8 +288,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             seed=args.seed,
         )
-    for w in caught:
-        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     print(json.dumps(text) if args.json else text)
     return 0
 
@@ -296,8 +311,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _frameworks(chunks: Sequence[str]) -> list[str]:
-    """Canonical names from comma-separated chunks; an unknown name is a UserError."""
-    return [canonical_name(f) for chunk in chunks for f in chunk.split(",") if f]
+    """Canonical names from comma-separated chunks, each once (``torch,pytorch`` is torch);
+    an unknown name is a UserError."""
+    return list(dict.fromkeys(canonical_name(f) for chunk in chunks for f in chunk.split(",") if f))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -316,9 +332,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         num_preds=args.num_preds,
     )
-    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons)
+    report = run_compare(args.out, frameworks or list(FRAMEWORKS), spec, pythons,
+                         allow_missing=args.allow_missing)  # fmt: skip
     md = Path(args.out) / "report.md"
     verdict = "PASS" if report["passed"] else "FAIL"
+    for row in report["frameworks"]:  # skipped with --allow-missing: said here, not only in md
+        if str(row.get("status", "")).startswith("not installed"):
+            print(f"{PROG}: warning: {row['backend']} was not run: {row['status']}",
+                  file=sys.stderr)  # fmt: skip
     print(f"{verdict}: report written to {md}")
     for failure in report["failures"]:
         print(f"  {failure}")
@@ -336,6 +357,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                       help=f"comma-separated (default: {','.join(FRAMEWORKS)})")
     _add_python_option(cmp_)
     cmp_.add_argument("--out", default="report", help="report directory (default ./report)")
+    cmp_.add_argument("--allow-missing", action="store_true",
+                      help="skip a framework that is not installed instead of failing the job")
     cmp_.add_argument("--corpus", default="default")
     cmp_.add_argument("--preset", default="quick", help="quick (default) or textbook")
     cmp_.add_argument("--variant", default=None)

@@ -17,8 +17,10 @@ TensorFlow need numpy 2), so the work is split in two kinds of process that talk
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from . import numerics, shadow, truth, verdict
 from .backends.registry import BACKENDS, canonical_name, get_backend, is_installed
-from .checkpointing import load_checkpoint, write_json
+from .checkpointing import Checkpoint, load_checkpoint, read_metadata, write_atomic, write_json
 from .config import CELL_SPECS, ModelConfig, TrainConfig
 from .data.batching import CharBatches
 from .data.corpus import load_corpus
@@ -34,6 +36,7 @@ from .errors import UserError
 from .generate import generate
 from .params import init_params
 from .report import write_report
+from .runfolder import MARKER, own_folder
 from .train import evaluate, train
 from .workers import launch
 
@@ -95,6 +98,8 @@ class Spec:
     checks: dict[str, Any] = dataclasses.field(
         default_factory=lambda: dict(PRESET_CHECKS["quick"])
     )
+    job: str = ""  # this job's id: a worker's files name it, and only this job's are read
+    frameworks: list[str] = dataclasses.field(default_factory=list)  # this job's, oracle first
 
     def model_config(self) -> ModelConfig:
         return ModelConfig.from_dict(self.model)
@@ -110,6 +115,21 @@ def _read_spec(out: Path) -> Spec:
 # --- worker ------------------------------------------------------------------------------------
 
 
+# What a worker writes into its folder besides the training run (checkpoint/, history.json).
+WORKER_FILES = {"train": ("record.json", "grads0.npz", "interchange.json"),
+                "interchange": ("interchange.json",)}  # fmt: skip
+
+
+def _clear_worker_files(folder: Path, phase: str) -> None:
+    """Remove what an earlier job's worker wrote for ``phase`` in ``folder``, so that a phase
+    that fails now cannot leave its predecessor's files to be read. Only in a folder this
+    package owns (its marker), and only the files named above."""
+    if not (folder / MARKER).is_file():
+        return
+    for name in WORKER_FILES[phase]:
+        (folder / name).unlink(missing_ok=True)
+
+
 def run_worker(name: str, out: Path, phase: str) -> None:
     """Run one framework's part of the job; writes under ``out/NAME/``."""
     spec = _read_spec(out)
@@ -122,7 +142,7 @@ def run_worker(name: str, out: Path, phase: str) -> None:
     corpus = load_corpus(spec.corpus)
     model_config, train_config = spec.model_config(), spec.train_config()
     folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
+    _clear_worker_files(folder, phase)
     if phase == "train":
         _train_phase(backend, corpus, model_config, train_config, spec, folder)
     else:
@@ -134,7 +154,6 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     params0 = init_params(model_config, train_config.seed, train_config.dtype)
     X0, Y0 = next(batches.train_batches(0))
     loss0, grads0 = backend.loss_and_grads(params0, X0, Y0)
-    np.savez(folder / "grads0.npz", **grads0)
 
     total = train_config.max_epochs * batches.num_train_batches()
     steps = shadow.sampled_steps(total, int(spec.checks.get("sampled_steps", 0)))
@@ -143,9 +162,12 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     t0 = time.perf_counter()
     result = train(
         recorder, corpus, model_config, train_config, out_dir=folder, progress=None, overwrite=True
-    )  # the report is regenerated whole on every run
+    )  # the report is regenerated whole on every run; train makes the folder this package's
     wall = time.perf_counter() - t0
     recorder.save_index()
+    buf = io.BytesIO()
+    np.savez(buf, **grads0)
+    write_atomic(folder / "grads0.npz", buf.getvalue())
     seconds = result.history["step_seconds"]
     steady = seconds[1:] or seconds
     tokens = train_config.batch_size * train_config.num_steps
@@ -177,6 +199,8 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
         "train_wall_s": wall,
         "greedy_text": greedy,
         "sampled_text": sampled,
+        "job": spec.job,
+        "checkpoint_sha256": (read_metadata(result.checkpoint) or {}).get("params_sha256"),
     }
     write_json(folder / "record.json", record)
 
@@ -185,13 +209,32 @@ def _interchange_phase(backend, corpus, train_config, spec, out: Path, folder: P
     """Load every framework's checkpoint; report validation perplexity and greedy text."""
     batches = CharBatches(corpus.ids, train_config)
     rows = {}
-    for source in sorted(p.parent.parent.name for p in out.glob("*/checkpoint/checkpoint.json")):
-        ckpt = load_checkpoint(out / source / "checkpoint")
+    for source in sorted(spec.frameworks):
+        ckpt = _job_checkpoint(out, source, spec.job)
+        if ckpt is None:
+            continue
         native = backend.prepare(ckpt.params)
         ppl = evaluate(backend, native, batches.val_batches(), batches.carries_state)
         text = generate(backend, native, ckpt.vocab, spec.prefix, spec.num_preds)
         rows[source] = {"val_ppl": ppl.token, "greedy_text": text}
     write_json(folder / "interchange.json", rows)
+
+
+def _job_record(out: Path, name: str, job: str) -> dict[str, Any] | None:
+    """``out/NAME/record.json`` if this job's worker wrote it, else None."""
+    rec = _load(out / name / "record.json")
+    return rec if isinstance(rec, dict) and rec.get("job") == job else None
+
+
+def _job_checkpoint(out: Path, name: str, job: str) -> Checkpoint | None:
+    """The checkpoint this job's training of ``name`` wrote (its SHA-256 is the one the record
+    of this job names), or None when this job wrote none."""
+    rec = _job_record(out, name, job)
+    folder = out / name / "checkpoint"
+    meta = read_metadata(folder) or {}
+    if rec is None or meta.get("params_sha256") != rec.get("checkpoint_sha256"):
+        return None
+    return load_checkpoint(folder)  # verified against that checksum again while read
 
 
 # --- orchestrator ------------------------------------------------------------------------------
@@ -218,18 +261,29 @@ def run_compare(
     spec: Spec,
     pythons: dict[str, str] | None = None,
     log=print,
+    allow_missing: bool = False,
 ) -> dict[str, Any]:
-    """Run every worker (oracle first), then write the report. Returns the report data."""
+    """Run every worker (oracle first), then write the report. Returns the report data.
+
+    ``frameworks`` may repeat a framework or name it by an alias: each runs once. A framework
+    asked for that is not installed (and has no ``pythons`` entry) fails the job, unless
+    ``allow_missing``; it is then only listed as not run. The report folder is held for the
+    job (see :mod:`.runfolder`), and only what this job's workers wrote is read.
+    """
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create report directory {str(out)!r}: {exc.strerror}") from None
     pythons = pythons or {}
-    names = [ORACLE, *[canonical_name(f) for f in frameworks if canonical_name(f) != ORACLE]]
+    names = list(dict.fromkeys([ORACLE, *(canonical_name(f) for f in frameworks)]))
     # Check the run is valid (corpus, sizes) before starting any process.
     corpus = load_corpus(spec.corpus)
     CharBatches(corpus.ids, spec.train_config())
+    spec = dataclasses.replace(spec, job=uuid.uuid4().hex, frameworks=names)
+    with own_folder(out, "report directory"):
+        return _run_jobs(out, names, spec, pythons, log, allow_missing)
+
+
+def _run_jobs(out: Path, names: list[str], spec: Spec, pythons: dict[str, str], log,
+              allow_missing: bool) -> dict[str, Any]:  # fmt: skip
+    """Both phases of every worker, then the verdict and the report (see :func:`run_compare`)."""
     write_json(out / "spec.json", dataclasses.asdict(spec))
     status: dict[str, str] = {}
     t_start = time.perf_counter()
@@ -246,10 +300,15 @@ def run_compare(
             if phase == "train":
                 log(f"[{name}] training")
             ok, why = _run_worker_process(name, python, out, phase)
+            if ok and phase == "train" and _job_record(out, name, spec.job) is None:
+                ok, why = False, "the worker wrote no record of this job"
             if not ok:
                 status[name] = f"failed in {phase}: {why}"
             else:
                 status.setdefault(name, "ok")
+    for name, why in status.items():
+        if why.startswith("not installed") and not allow_missing:
+            status[name] = f"failed: {why}; it was asked for (pass --allow-missing to skip it)"
     if spec.train["dtype"] != "float64" and status.get(ORACLE) == "ok":
         log(f"[{TRUTH}] float64 oracle and ensemble runs")
         _float64_truth(out, names, status, spec)

@@ -27,6 +27,15 @@ class CheckpointError(UserError):
     """A checkpoint is missing, corrupted, truncated or belongs to another model."""
 
 
+class DiskFullError(UserError):
+    """The disk (or quota) holding a file the package writes is full; the previous version of
+    that file is intact."""
+
+
+class FolderInUseError(UserError):
+    """Another process is writing into the output folder (it holds the folder's lock)."""
+
+
 class BackendUnavailableError(UserError):
     """A backend is unknown, or its framework is not installed."""
 

@@ -16,6 +16,40 @@ from .data.text import preprocess
 from .data.vocab import Vocab
 from .errors import UserError
 
+# Each generated character is one forward step and the text is held whole: beyond this many,
+# generate in several calls (passing the text so far as the prefix).
+MAX_NUM_PREDS = 1_000_000
+# Below this temperature a logit gap of 0.75 already has probability exp(-750) = 0 in float64:
+# sampling is greedy decoding up to rounding, and 1/T itself overflows near 1e-308.
+MIN_TEMPERATURE = 1e-3
+MAX_SEED = 2**63 - 1
+
+
+def check_options(num_preds: int, temperature: float | None = None, seed: int = 0) -> None:
+    """Raise :class:`UserError` unless the generation options are usable (see the constants)."""
+    if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
+        raise UserError(f"num_preds must be an integer >= 0, got {num_preds!r}")
+    if num_preds > MAX_NUM_PREDS:
+        raise UserError(
+            f"num_preds must be at most {MAX_NUM_PREDS} (each character is one forward step and "
+            f"the text is held whole; generate in several calls), got {num_preds}"
+        )
+    if temperature is not None:
+        ok = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        if not (ok and np.isfinite(temperature) and temperature > 0):
+            raise UserError(
+                f"temperature must be a finite number > 0 (omit it for greedy), got {temperature!r}"
+            )
+        if temperature < MIN_TEMPERATURE:
+            raise UserError(
+                f"temperature {temperature!r} is below {MIN_TEMPERATURE}, where sampling is greedy "
+                f"decoding up to rounding; omit it for greedy or use at least {MIN_TEMPERATURE}"
+            )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+        0 <= seed <= MAX_SEED
+    ):
+        raise UserError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+
 
 def next_token(
     logits: np.ndarray, temperature: float | None, rng: np.random.Generator | None
@@ -23,8 +57,9 @@ def next_token(
     """Pick the next id from float logits (V,): arg-max when ``temperature`` is None."""
     if temperature is None:
         return int(np.argmax(logits))
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    p = np.exp(z - z.max())
+    z = np.asarray(logits, dtype=np.float64)
+    # Shift before dividing: (z - max) / T is <= 0, so exp cannot overflow whatever T is.
+    p = np.exp((z - z.max()) / temperature)
     cdf = np.cumsum(p)
     assert rng is not None
     # Inverse-CDF sampling written out, so the draw does not depend on NumPy's choice() internals.
@@ -44,16 +79,11 @@ def generate(
 
     ``params`` are canonical NumPy weights or already the backend's tensors (as
     ``TrainResult.tensors``). The prefix is preprocessed like the corpus; characters the
-    vocabulary lacks map to ``<unk>`` with a warning.
+    vocabulary lacks map to ``<unk>`` with a warning. ``num_preds`` is at most
+    :data:`MAX_NUM_PREDS`, ``temperature`` (None: greedy) at least :data:`MIN_TEMPERATURE`,
+    ``seed`` (sampling only) from 0 to 2**63 - 1.
     """
-    if isinstance(num_preds, bool) or not isinstance(num_preds, int) or num_preds < 0:
-        raise UserError(f"num_preds must be an integer >= 0, got {num_preds!r}")
-    if temperature is not None and not (
-        isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0
-    ):
-        raise UserError(
-            f"temperature must be a finite number > 0 (omit it for greedy), got {temperature!r}"
-        )
+    check_options(num_preds, temperature, seed)
     text = preprocess(prefix)
     if not text.strip():
         raise UserError(f"prefix {prefix!r} has no letters; give at least one character to start")

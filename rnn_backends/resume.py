@@ -24,6 +24,7 @@ bytes are written and read by :mod:`.checkpointing`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,8 +50,8 @@ from .checkpointing import (
 )
 from .config import ModelConfig, TrainConfig
 from .data.batching import CharBatches
-from .data.corpus import Corpus
-from .errors import CheckpointError, UserError
+from .data.corpus import Corpus, file_fingerprint, load_corpus
+from .errors import CheckpointError, CorpusError, UserError
 from .metrics import Meter
 from .optim import SLOTS, OptState
 
@@ -83,9 +84,13 @@ class RunState:
         self.carry = None
 
 
-def corpus_fingerprint(ids: np.ndarray) -> str:
-    """SHA-256 of the token ids as little-endian int64."""
-    return hashlib.sha256(np.asarray(ids, dtype="<i8").tobytes()).hexdigest()
+def corpus_fingerprint(ids: np.ndarray, block: int = 1 << 20) -> str:
+    """SHA-256 of the token ids (N,) as little-endian int64, hashed ``block`` ids at a time so
+    that compact ids are never widened all at once."""
+    digest = hashlib.sha256()
+    for start in range(0, len(ids), block):
+        digest.update(np.asarray(ids[start : start + block], dtype="<i8").tobytes())
+    return digest.hexdigest()
 
 
 def _rng_state(batches: CharBatches, epoch: int) -> dict[str, Any]:
@@ -216,6 +221,7 @@ def save_run(
         extra={
             "backend": backend.name,
             "corpus": corpus.name,
+            **({"corpus_file": corpus.file.to_dict()} if corpus.file is not None else {}),
             RESUME_KEY: _resume_record(run, train_config, batches, corpus, saved_carry,
                                        saved_opt),
         },
@@ -228,6 +234,49 @@ def save_run(
 
 
 # --- loading ------------------------------------------------------------------------------------
+
+NAMED_CORPORA = ("default", "timemachine")
+
+
+def stored_corpus(ckpt: Checkpoint, src: Path) -> Corpus:
+    """The corpus a checkpoint's run was trained on, found from what the checkpoint stores,
+    for a resume that was not given ``--corpus``.
+
+    The stored path comes from the checkpoint, i.e. from anyone, so nothing about the file is
+    reported before it is known to be that corpus: it must be a regular file within the size
+    bound (:func:`.data.corpus.file_fingerprint`), and its size and SHA-256 (when recorded; a
+    run started with a relative ``--corpus`` records its absolute path) and then its token
+    fingerprint must be the run's. Any difference is the same one-line refusal.
+
+    Raises:
+        CorpusError: the file is gone (what to pass is said), is not a regular file, or is not
+            the run's corpus.
+    """
+    name = ckpt.extra.get("corpus") or "default"
+    if name in NAMED_CORPORA:
+        return load_corpus(name)
+    info = ckpt.extra.get("corpus_file")
+    path = Path(info["path"]) if isinstance(info, dict) else Path(name)
+    if not path.exists() and not path.is_symlink():
+        raise CorpusError(
+            f"the corpus of run {str(src)!r}, {name!r}, is not at {str(path)!r} any more; pass "
+            "--corpus with the text the run was trained on"
+        )
+    refusal = CorpusError(
+        f"{str(path)!r} is not the corpus run {str(src)!r} was trained on (its bytes or its text "
+        "differ); pass --corpus with the original text"
+    )
+    size, sha = file_fingerprint(path)  # refuses a device, a pipe, a folder, a huge file
+    if isinstance(info, dict) and (size != info["size"] or sha != info["sha256"]):
+        raise refusal
+    try:  # a checkpoint without the file's checksum (older ones) gets here for any file
+        corpus = load_corpus(str(path), vocab=ckpt.vocab)
+    except CorpusError:  # its words would tell what the file holds (binary, a byte offset)
+        raise refusal from None
+    if corpus_fingerprint(corpus.ids) != (ckpt.extra.get(RESUME_KEY) or {}).get("corpus_sha256"):
+        raise refusal
+    return dataclasses.replace(corpus, name=name)
+
 
 
 def _config_differences(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:

@@ -13,9 +13,10 @@ time.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,13 @@ from .config import ModelConfig, TrainConfig
 from .data.batching import Batch, CharBatches
 from .data.corpus import Corpus
 from .errors import ConfigError, NonFiniteError, UserError
+from .memory import check_fits
 from .metrics import Meter, Perplexity
 from .optim import Optimizer, OptState, Schedule
 from .params import init_params
 from .progress import Progress
 from .resume import RunState, carry_to_tensors, guard_output, load_run, save_run
+from .runfolder import own_folder
 
 __all__ = ["Perplexity", "TrainResult", "evaluate", "train"]
 
@@ -113,21 +116,21 @@ def _check_arguments(
         raise UserError("pass either params or resume, not both: a resumed run has its weights")
 
 
+@contextlib.contextmanager
 def _open_output(
     out_dir: str | Path | None, resume_dir: Path | None, overwrite: bool
-) -> Path | None:
-    """The output directory, created and cleared of a killed writer's temporary files, unless it
-    holds another run's checkpoint (see :func:`guard_output`)."""
+) -> Iterator[Path | None]:
+    """The output directory, held for this run while the block runs (created or checked to be
+    this package's, and locked: see :mod:`.runfolder`), cleared of what a killed writer left,
+    unless it holds another run's checkpoint (see :func:`guard_output`)."""
     if out_dir is None:
-        return None
+        yield None
+        return
     out = Path(out_dir)
-    guard_output(out, resume_dir, overwrite)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output directory {str(out)!r}: {exc.strerror}") from None
-    remove_stale_temporaries(out)
-    return out
+    # The lock first: a run in progress there is named as such, whatever its checkpoint says.
+    with own_folder(out, check=lambda: guard_output(out, resume_dir, overwrite)):
+        remove_stale_temporaries(out)
+        yield out
 
 
 def _initial_state(
@@ -302,7 +305,11 @@ def train(
             checkpoint on disk is then the last good one.
         ConfigError: the backend's dtype is not ``train_config.dtype``, or a bad argument.
         CheckpointError: ``resume`` is corrupted or belongs to another model, corpus or config.
-        UserError: ``out_dir`` holds another run's checkpoint, or cannot be created.
+        ConfigError: also when the model and a step cannot fit in the memory available
+            (:func:`.memory.check_fits`; checked before anything is allocated or created).
+        UserError: ``out_dir`` holds another run's checkpoint or files this package did not
+            write, or cannot be created.
+        FolderInUseError: another process is writing into ``out_dir``.
     """
     _check_arguments(backend, model_config, train_config, params, resume, checkpoint_every)
     train_config = train_config.resolved(model_config)
@@ -315,24 +322,26 @@ def train(
             f"{len(corpus.vocab)} tokens"
         )
     batches = CharBatches(corpus.ids, train_config)
-    out = _open_output(out_dir, resume_dir, overwrite)  # only now, with every input checked
-    header = _history_header(backend, corpus, model_config, train_config)
-    start, state = _initial_state(header, model_config, train_config, params, loaded)
-    tensors, optimizer = backend.prepare(start), train_config.optimizer_spec()
-    opt_state = (backend.init_opt_state(optimizer, tensors) if state.opt_state is None
-                 else backend.prepare_opt_state(state.opt_state))  # fmt: skip
-    run = _Run(backend, corpus, model_config, train_config, batches, out, state, tensors,
-               optimizer, train_config.schedule_spec(batches.total_train_batches()),
-               float(train_config.lr or 0.0), opt_state,
-               carry=carry_to_tensors(backend, state.carry), on_step=on_step,
-               checkpoint_every=checkpoint_every)  # fmt: skip
-    if resume_dir is None:
-        run.save()  # step 0: the directory now belongs to this run, and a kill can resume
-    elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():
-        run.last_saved = state.step
-    n_batches = batches.num_train_batches()
-    with Progress(train_config.max_epochs * n_batches, backend.name, enabled=progress) as bar:
-        bar.update(state.epoch * n_batches + state.batch)
-        for epoch in range(state.epoch, train_config.max_epochs):
-            run.train_epoch(epoch, bar)
-    return run.finish()
+    check_fits(model_config, train_config, batches.num_train)  # before anything is allocated
+    # Only now, with every input checked, is the output directory created (and held).
+    with _open_output(out_dir, resume_dir, overwrite) as out:
+        header = _history_header(backend, corpus, model_config, train_config)
+        start, state = _initial_state(header, model_config, train_config, params, loaded)
+        tensors, optimizer = backend.prepare(start), train_config.optimizer_spec()
+        opt_state = (backend.init_opt_state(optimizer, tensors) if state.opt_state is None
+                     else backend.prepare_opt_state(state.opt_state))  # fmt: skip
+        run = _Run(backend, corpus, model_config, train_config, batches, out, state, tensors,
+                   optimizer, train_config.schedule_spec(batches.total_train_batches()),
+                   float(train_config.lr or 0.0), opt_state,
+                   carry=carry_to_tensors(backend, state.carry), on_step=on_step,
+                   checkpoint_every=checkpoint_every)  # fmt: skip
+        if resume_dir is None:
+            run.save()  # step 0: the directory now belongs to this run, and a kill can resume
+        elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():
+            run.last_saved = state.step
+        n_batches = batches.num_train_batches()
+        with Progress(train_config.max_epochs * n_batches, backend.name, enabled=progress) as bar:
+            bar.update(state.epoch * n_batches + state.batch)
+            for epoch in range(state.epoch, train_config.max_epochs):
+                run.train_epoch(epoch, bar)
+        return run.finish()

@@ -6,18 +6,22 @@ Each case names the needle its message must contain: what was wrong and the offe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import importlib.util
+import os
 import re
 import shutil
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile import HOSTILE, Hostile
 
 from rnn_backends import (
     BackendUnavailableError,
@@ -25,7 +29,9 @@ from rnn_backends import (
     CheckpointError,
     ConfigError,
     CorpusError,
+    DiskFullError,
     DownloadError,
+    FolderInUseError,
     ModelConfig,
     TrainConfig,
     UserError,
@@ -38,6 +44,8 @@ from rnn_backends.backends.registry import canonical_name
 from rnn_backends.cli import main
 from rnn_backends.data import corpus as corpus_mod
 from rnn_backends.generate import generate
+from rnn_backends.resume import stored_corpus
+from rnn_backends.runfolder import own_folder
 from rnn_backends.train import train
 from rnn_backends.workers import parse_pythons
 
@@ -87,6 +95,7 @@ class Ctx:
     run: Path  # a private copy of the finished run, free to damage
     url: str
     monkeypatch: pytest.MonkeyPatch
+    stack: contextlib.ExitStack  # closed when the test ends
 
     def file(self, content: bytes, name: str = "corpus.txt") -> str:
         path = self.tmp / name
@@ -124,9 +133,10 @@ def _resume_with(ctx: Ctx, corpus_source: str = "default", hidden: int = 8, **tr
     return train(backend, corpus, model, cfg, out_dir=ctx.run, progress=False, resume=ctx.run)
 
 
-def _generate(ctx: Ctx, prefix: str = "the", num_preds: int = 5, temperature=None):
+def _generate(ctx: Ctx, prefix: str = "the", num_preds: int = 5, temperature=None, seed=0):
     ckpt = load_checkpoint(ctx.ckpt)
-    return generate(get_backend("numpy"), ckpt.params, ckpt.vocab, prefix, num_preds, temperature)
+    return generate(get_backend("numpy"), ckpt.params, ckpt.vocab, prefix, num_preds, temperature,
+                    seed)
 
 
 def _truncate_weights(ctx: Ctx) -> None:
@@ -150,6 +160,60 @@ def _save_plain_checkpoint(ctx: Ctx) -> None:
     ckpt = load_checkpoint(ctx.ckpt)
     ckpt.extra = {}
     save_checkpoint(ctx.ckpt, ckpt)
+
+
+def _disk_full(ctx: Ctx) -> None:
+    """Every fsync fails with ENOSPC, as a full disk reports delayed allocation."""
+    import errno
+    import os
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    ctx.monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _users_folder(ctx: Ctx) -> str:
+    """A folder of someone's own files that happen to have this package's names."""
+    mine = ctx.tmp / "mine"
+    if not mine.exists():
+        (mine / "checkpoint").mkdir(parents=True)
+        (mine / "history.json").write_text('{"my": "notes"}')
+        (mine / "checkpoint" / "params-mydata.npz").write_bytes(b"my data")
+    return str(mine)
+
+
+def _train_huge(ctx: Ctx):
+    corpus = load_corpus("default")
+    model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=100_000)
+    backend = get_backend("numpy", dtype="float32")
+    return train(backend, corpus, model, TrainConfig(**TINY), out_dir=ctx.tmp / "huge",
+                 progress=False)  # fmt: skip
+
+
+def _store_corpus(ctx: Ctx, path: str) -> None:
+    """A crafted checkpoint naming ``path`` as its corpus (what an attacker can write)."""
+    from hostile import edit_meta
+
+    edit_meta(ctx.ckpt, lambda m: m["extra"].update(corpus=path))
+
+
+def _resume_moved(ctx: Ctx, door: str):
+    """A run started with a relative --corpus in folder a/, whose file then moved, resumed
+    from folder b/."""
+    a, b = ctx.tmp / "a", ctx.tmp / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "book.txt").write_text(load_corpus("default").text)
+    ctx.monkeypatch.chdir(a)
+    assert main(["train", "--backend", "numpy", "--corpus", "book.txt", "--out",
+                 str(ctx.tmp / "frun"), *SIZES]) == 0  # fmt: skip
+    (a / "book.txt").rename(a / "elsewhere.txt")
+    ctx.monkeypatch.chdir(b)
+    if door == "cli":
+        return ["train", "--resume", str(ctx.tmp / "frun"), "--epochs", "3", "--no-progress"]
+    src = ctx.tmp / "frun" / "checkpoint"
+    return stored_corpus(load_checkpoint(src), src)
 
 
 def _same_letters_other_text(ctx: Ctx) -> str:
@@ -212,6 +276,13 @@ CASES = [
          lambda c: load_corpus(str(c.tmp)), CorpusError, "is a directory"),
     Case("missing-corpus", lambda c: ["train", "--corpus", str(c.tmp / "nope.txt"), *SIZES],
          lambda c: load_corpus(str(c.tmp / "nope.txt")), CorpusError, "nope.txt' does not exist"),
+    Case("corpus-is-a-device", lambda c: ["train", "--corpus", "/dev/zero", *SIZES],
+         lambda c: load_corpus("/dev/zero"), CorpusError,
+         "corpus path '/dev/zero' is not a regular file"),
+    Case("corpus-larger-than-the-bound", _train_corpus(b"abc " * 500),
+         lambda c: load_corpus(c.file(b"abc " * 500)), CorpusError,
+         "is 2000 bytes, more than the 1000 bytes this package reads",
+         setup=lambda c: c.monkeypatch.setattr(corpus_mod, "MAX_CORPUS_BYTES", 1000)),
     Case("corpus-shorter-than-num-steps", _train_corpus(b"Tiny!"),
          lambda c: CharBatches(load_corpus(c.file(b"Tiny!")).ids, TrainConfig(num_steps=8)),
          CorpusError, "has 5 tokens but num_steps=8 needs at least 9"),
@@ -306,6 +377,25 @@ CASES = [
     Case("resume-fewer-epochs-than-done", _resume_cli("--epochs", "1"),
          lambda c: _resume_with(c, max_epochs=1), CheckpointError,
          "trained 2 full epochs and 0 batches, more than max_epochs=1; ask for at least 2"),
+    Case("resume-a-run-whose-corpus-moved", lambda c: _resume_moved(c, "cli"),
+         lambda c: _resume_moved(c, "api"), CorpusError,
+         r"the corpus of run '.*frun/checkpoint', 'book.txt', is not at '.*/a/book.txt' any "
+         r"more; pass --corpus with the text the run was trained on"),
+    Case("resume-stored-corpus-is-a-device", _resume_cli(),
+         lambda c: stored_corpus(load_checkpoint(c.ckpt), c.ckpt), CorpusError,
+         "corpus path '/dev/zero' is not a regular file",
+         setup=lambda c: _store_corpus(c, "/dev/zero")),
+    Case("resume-stored-corpus-is-another-file", _resume_cli(),
+         lambda c: stored_corpus(load_checkpoint(c.ckpt), c.ckpt), CorpusError,
+         r"^[^\d]*'/etc/passwd' is not the corpus run '.*checkpoint' was trained on \(its bytes "
+         r"or its text differ\); pass --corpus with the original text$",
+         cli_needle=r"'/etc/passwd' is not the corpus run",
+         setup=lambda c: _store_corpus(c, "/etc/passwd")),
+    Case("resume-stored-corpus-is-binary", _resume_cli(),
+         lambda c: stored_corpus(load_checkpoint(c.ckpt), c.ckpt), CorpusError,
+         r"'.*secret.bin' is not the corpus run '.*checkpoint' was trained on \(its bytes or its "
+         r"text differ\); pass --corpus with the original text$",
+         setup=lambda c: _store_corpus(c, c.file(b"\x89PNG\r\n\x1a\n\x00\x00", "secret.bin"))),
     Case("resume-without-a-checkpoint",
          lambda c: ["train", "--resume", str(c.tmp), *SIZES],
          lambda c: _train_api(c, resume=c.tmp), CheckpointError, "holds no checkpoint"),
@@ -315,10 +405,28 @@ CASES = [
          lambda c: ["train", "--backend", "numpy", "--out", str(c.run), *SIZES],
          lambda c: _train_api(c, out=c.run), UserError,
          "already holds a checkpoint .step 16, numpy.; pass --resume"),
+    Case("output-in-use-by-another-run", _resume_cli("--epochs", "3"),
+         lambda c: _resume_with(c, max_epochs=3), FolderInUseError,
+         rf"output directory '.*run' is in use by process {os.getpid()} on "
+         rf"{re.escape(socket.gethostname())}, started \S+; wait for that run to end",
+         setup=lambda c: c.stack.enter_context(own_folder(c.run))),
+    Case("output-holds-the-users-files",
+         lambda c: ["train", "--backend", "numpy", "--out", _users_folder(c), *SIZES],
+         lambda c: _train_api(c, out=Path(_users_folder(c))), UserError,
+         r"output directory '.*mine' holds files rnn-backends did not write \(checkpoint, "
+         r"history.json\); pass an empty or new folder"),
+    Case("model-larger-than-memory", _train("--hidden-size", "100000"),
+         lambda c: _train_huge(c), ConfigError,
+         r"the model and one training step need at least [\d.]+ GB \(parameters, gradients and "
+         r"update [\d.]+ GB, .*\), but [\d.]+ [GM]B of memory is available; lower --hidden-size"),
     Case("unwritable-output-directory",
          lambda c: ["train", "--backend", "numpy", "--out", c.file(b"x", "f") + "/sub", *SIZES],
          lambda c: _train_api(c, out=Path(c.file(b"x", "f")) / "sub"), UserError,
          "cannot create output directory"),
+    Case("disk-full-during-a-checkpoint", _resume_cli("--epochs", "3"),
+         lambda c: _resume_with(c, max_epochs=3), DiskFullError,
+         r"no space left on the device holding '.*checkpoint': the checkpoint of step 24 was not "
+         r"written and the checkpoint of step 16 there is intact", setup=lambda c: _disk_full(c)),
     # --- generation
     Case("negative-num-preds", _generate_cli("--num-preds", "-4"),
          lambda c: _generate(c, num_preds=-4), UserError,
@@ -329,6 +437,18 @@ CASES = [
     Case("negative-temperature", _generate_cli("--temperature", "-1"),
          lambda c: _generate(c, temperature=-1.0), UserError,
          "temperature must be a finite number > 0 .omit it for greedy., got -1.0"),
+    Case("negative-sampling-seed", _generate_cli("--temperature", "1", "--seed", "-3"),
+         lambda c: _generate(c, temperature=1.0, seed=-3), UserError,
+         r"seed must be an integer from 0 to 2\*\*63 - 1, got -3"),
+    Case("subnormal-temperature", _generate_cli("--temperature", "5e-324"),
+         lambda c: _generate(c, temperature=5e-324), UserError,
+         r"temperature 5e-324 is below 0.001, where sampling is greedy decoding"),
+    Case("too-many-predictions", _generate_cli("--num-preds", "100000001"),
+         lambda c: _generate(c, num_preds=100_000_001), UserError,
+         r"num_preds must be at most 1000000 .* got 100000001"),
+    Case("train-asks-too-many-predictions", _train("--num-preds", "1000001"),
+         lambda c: _generate(c, num_preds=1_000_001), UserError,
+         r"num_preds must be at most 1000000 .* got 1000001"),
     Case("prefix-without-letters",
          lambda c: ["generate", "--checkpoint", str(c.ckpt), "--prefix", "1984"],
          lambda c: _generate(c, prefix="1984"), UserError, "prefix '1984' has no letters"),
@@ -364,14 +484,24 @@ CASES = [
 ]  # fmt: skip
 
 
+# Every hostile checkpoint (tests/hostile.py) through generate and load_checkpoint; the test
+# after the table takes each through train --resume and train(resume=) too.
+CASES += [
+    Case(f"hostile-{h.id}", _generate_cli(), lambda c: load_checkpoint(c.ckpt), CheckpointError,
+         h.needle, setup=lambda c, h=h: h.change(c.ckpt, c.tmp))
+    for h in HOSTILE
+]  # fmt: skip
+
+
 @pytest.fixture
-def ctx(tmp_path, finished_run, server, monkeypatch) -> Ctx:
+def ctx(tmp_path, finished_run, server, monkeypatch) -> Iterator[Ctx]:
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # a default output directory (runs/...) lands here, if any
-    return Ctx(work, run, server, monkeypatch)
+    with contextlib.ExitStack() as stack:
+        yield Ctx(work, run, server, monkeypatch, stack)
 
 
 def _user_error_classes() -> set[type[Exception]]:
@@ -459,3 +589,70 @@ def test_download_failures_keep_nothing(ctx: Ctx, tmp_path, monkeypatch):
         with pytest.raises(DownloadError):
             load_corpus("timemachine")
         assert not any(p.is_file() for p in cache.rglob("*"))
+
+
+@pytest.mark.parametrize("hostile", HOSTILE, ids=lambda h: h.id)
+def test_a_hostile_checkpoint_is_refused_the_same_way_when_resuming(
+    hostile: Hostile, ctx: Ctx, capsys
+):
+    """The same refusal, word for word, on the resume path (the command line and the API): one
+    loader reads every checkpoint."""
+    hostile.change(ctx.ckpt, ctx.tmp)
+    code = main(_resume_cli("--epochs", "3")(ctx))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(hostile.needle, lines[0]), lines[0]
+    with pytest.raises(CheckpointError, match=hostile.needle) as info:
+        _resume_with(ctx, max_epochs=3)
+    assert type(info.value) is CheckpointError
+    assert str(info.value) in lines[0]
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_whole(ctx: Ctx, capsys):
+    before = load_checkpoint(ctx.ckpt)
+    files = sorted(p.name for p in ctx.run.rglob("*"))
+    _disk_full(ctx)
+    assert main(_resume_cli("--epochs", "3")(ctx)) == 2
+    capsys.readouterr()
+    ctx.monkeypatch.undo()
+    after = load_checkpoint(ctx.ckpt)
+    assert after.step == before.step == 16
+    assert all(np.array_equal(after.params[k], before.params[k]) for k in before.params)
+    assert sorted(p.name for p in ctx.run.rglob("*")) == files  # no temporary, no orphan
+
+
+def test_refusals_leave_the_users_files_and_create_nothing(ctx: Ctx, capsys):
+    """The user's folder is left byte for byte (even with --overwrite), and a run refused for its
+    memory creates no output directory at all."""
+    mine = Path(_users_folder(ctx))
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--backend", "numpy", "--out", str(mine), *SIZES, *extra]) == 2
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+    assert main(["train", "--backend", "numpy", "--out", str(ctx.tmp / "huge"), *SIZES,
+                 "--hidden-size", "100000"]) == 2  # fmt: skip
+    capsys.readouterr()
+    assert not (ctx.tmp / "huge").exists()
+
+
+def test_a_stored_corpus_is_not_decoded_before_its_checksum_matches(ctx: Ctx, monkeypatch):
+    """A run records its corpus file's size and SHA-256; a file of the same size but other
+    bytes is refused from those alone, before a byte of it is decoded."""
+    from rnn_backends import resume
+
+    book = ctx.tmp / "book.txt"
+    text = load_corpus("default").text
+    book.write_text(text)
+    out = ctx.tmp / "frun"
+    assert main(["train", "--backend", "numpy", "--corpus", str(book), "--out", str(out),
+                 *SIZES]) == 0  # fmt: skip
+    book.write_text(text[::-1])  # the same size, the same letters, other bytes
+    ckpt = load_checkpoint(out / "checkpoint")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the file was decoded before its checksum was compared")
+
+    monkeypatch.setattr(resume, "load_corpus", never)
+    with pytest.raises(CorpusError, match="is not the corpus run"):
+        stored_corpus(ckpt, out / "checkpoint")

@@ -114,6 +114,12 @@ def test_unknown_prefix_characters_warn(tmp_path):
         *TINY,
     )
     assert out.returncode == 0, out.stderr
+    # train generates from its --prefix ("the clock": t, h, e, l, o, k are not in this corpus)
+    # after training: one warning line of ours, not Python's warning with its source line.
+    assert out.stderr.splitlines() == [
+        "rnn-backends: warning: prefix characters 'thelok' are not in the vocabulary; they are "
+        "read as <unk>"
+    ], out.stderr
     out = run_cli(
         "generate",
         "--checkpoint",
@@ -124,8 +130,55 @@ def test_unknown_prefix_characters_warn(tmp_path):
         "3",
     )
     assert out.returncode == 0
-    assert "warning" in out.stderr and "'z'" in out.stderr and "<unk>" in out.stderr
+    assert out.stderr.splitlines() == [
+        "rnn-backends: warning: prefix characters 'z' are not in the vocabulary; they are read "
+        "as <unk>"
+    ], out.stderr
     assert out.stdout.startswith("abz")
+
+
+# Starts the command line through one of its two doors, with a Ctrl-C (a real SIGINT) that
+# arrives while numpy is being imported: the slowest part of starting up.
+_CTRL_C_DURING_IMPORT = r"""
+import os, runpy, signal, sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+door = sys.argv.pop(1)
+sys.argv[0] = "rnn-backends"
+sys.meta_path.insert(0, CtrlC())
+if door == "python -m":
+    runpy.run_module("rnn_backends", run_name="__main__", alter_sys=True)
+else:  # what the console script pyproject.toml declares does
+    from rnn_backends.__main__ import run
+    sys.exit(run())
+"""
+
+
+@pytest.mark.parametrize("door", ["python -m", "script"])
+def test_ctrl_c_while_importing_is_one_line_and_status_130(door):
+    """``python -m rnn_backends`` and the ``rnn-backends`` script import the package's
+    dependencies only inside the handler that turns Ctrl-C into one line and status 130."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_DURING_IMPORT, door, "info"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 130, out.stderr
+    assert out.stderr.splitlines() == ["rnn-backends: error: interrupted"], out.stderr
+
+
+def test_the_console_script_is_the_guarded_entry_point():
+    """The test above runs ``rnn_backends.__main__:run``; the installed script must be it."""
+    import tomllib
+
+    from conftest import REPO
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["rnn-backends"] == "rnn_backends.__main__:run"
 
 
 def test_unwritable_output_directory(tmp_path):

@@ -82,7 +82,7 @@ def test_missing_framework_is_reported_not_counted(tmp_path, monkeypatch):
     from rnn_backends import compare
 
     monkeypatch.setattr(compare, "is_installed", lambda name: name == "numpy")
-    report = run_compare(tmp_path, ["mxnet"], _spec(), log=lambda *_: None)
+    report = run_compare(tmp_path, ["mxnet"], _spec(), log=lambda *_: None, allow_missing=True)
     rows = {r["backend"]: r for r in report["frameworks"]}
     assert rows["mxnet"]["status"].startswith("not installed")
     md = (tmp_path / "report.md").read_text()
@@ -120,3 +120,86 @@ def test_the_report_only_renders():
     probe = "import sys, rnn_backends.report; print('rnn_backends.compare' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# --- each job uses only what it produced -------------------------------------------------------
+
+_ORACLE_ONLY = {"hidden_size": 8, "batch_size": 16, "num_steps": 8, "max_epochs": 1,
+                "num_train": 64, "num_val": 16}
+
+
+# An oracle-only job draws plots whose legends have nothing to list (report.py's concern).
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+def test_a_job_never_reads_an_earlier_jobs_results(tmp_path, monkeypatch):
+    """An earlier job left a framework's checkpoint and record in the report folder (here a
+    copy of the oracle's under the name torch, as an older torch run would have); a job that
+    runs the oracle alone must neither list it nor load it in the interchange table, and a
+    failing worker's stale record must not stand in for the run that failed."""
+    import shutil
+
+    from rnn_backends import compare
+
+    spec = default_spec(overrides=_ORACLE_ONLY)
+    first = run_compare(tmp_path, [], spec, log=lambda *_: None)
+    assert first["passed"], first["failures"]
+    shutil.copytree(tmp_path / "numpy", tmp_path / "torch")  # an earlier job's torch folder
+    second = run_compare(tmp_path, [], spec, log=lambda *_: None)
+    oracle = {r["backend"]: r for r in second["frameworks"]}["numpy"]
+    assert [r["backend"] for r in second["frameworks"]] == ["numpy"]
+    assert set(oracle["interchange"]) == {"numpy"}, oracle["interchange"]
+
+    # The oracle's worker now fails in training: its record of the second job stays on disk
+    # but must not be read; the job fails and says why.
+    def broken(*args, **kwargs):
+        raise RuntimeError("worker broke")
+
+    monkeypatch.setattr(compare, "_train_phase", broken)
+    third = run_compare(tmp_path, [], spec, log=lambda *_: None)
+    assert not third["passed"]
+    row = {r["backend"]: r for r in third["frameworks"]}["numpy"]
+    assert row["status"].startswith("failed in train: RuntimeError") and "step_loss" not in row
+    # A worker that ends well but wrote nothing of this job fails too.
+    monkeypatch.setattr(compare, "_train_phase", lambda *args, **kwargs: None)
+    fourth = run_compare(tmp_path, [], spec, log=lambda *_: None)
+    row = {r["backend"]: r for r in fourth["frameworks"]}["numpy"]
+    assert row["status"] == "failed in train: the worker wrote no record of this job"
+    assert not fourth["passed"] and "step_loss" not in row
+
+
+def test_frameworks_are_run_once_whatever_their_aliases(tmp_path, monkeypatch):
+    from rnn_backends import compare
+
+    ran = []
+    real = compare._run_worker_process
+    monkeypatch.setattr(compare, "_run_worker_process",
+                        lambda name, *a: (ran.append(name), real(name, *a))[1])
+    monkeypatch.setattr(compare, "is_installed", lambda name: name == "numpy")
+    spec = default_spec(overrides=_ORACLE_ONLY)
+    report = run_compare(tmp_path, ["numpy", "numpy", "numpy"], spec, log=lambda *_: None)
+    assert [r["backend"] for r in report["frameworks"]] == ["numpy"]
+    assert ran == ["numpy", "numpy"]  # one train phase, one interchange phase
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+def test_a_framework_asked_for_but_missing_fails_the_job_unless_allowed(tmp_path, monkeypatch,
+                                                                        capsys):
+    from rnn_backends import compare
+    from rnn_backends.cli import main
+
+    monkeypatch.setattr(compare, "is_installed", lambda name: name == "numpy")
+    args = ["compare", "--frameworks", "torch,pytorch,numpy", "--out", str(tmp_path),
+            "--hidden-size", "8", "--batch-size", "16", "--num-steps", "8", "--epochs", "1",
+            "--num-train", "64", "--num-val", "16"]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "FAIL: report written to" in out and "torch: failed: not installed here" in out
+    assert out.count("torch:") == 1  # pytorch is torch: one row, one failure
+    # Allowed to be missing, torch is no longer a failure, only named on the terminal; the job
+    # still fails here because no framework at all ran beside the oracle.
+    assert main([*args, "--allow-missing"]) == 1
+    out, err = capsys.readouterr()
+    assert "torch: failed" not in out and "no framework could run" in out
+    assert err.splitlines() == [
+        "rnn-backends: warning: torch was not run: not installed here (pass --python "
+        "torch=PATH or use nox -s compare)"
+    ], err

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnn_backends import TrainConfig
 from rnn_backends.data import (
@@ -17,6 +22,7 @@ from rnn_backends.data import (
     sequential_batches,
     windows,
 )
+from rnn_backends.data import corpus as corpus_mod
 from rnn_backends.data.default_corpus import default_text, generate_text
 from rnn_backends.errors import CorpusError
 
@@ -222,3 +228,103 @@ def test_a_sequential_batch_that_does_not_fit_names_the_exact_values(num_train):
         CharBatches(ids, TrainConfig(**{**base, "num_train": need - 1}))
     assert "leave it out" in str(caught.value)
     CharBatches(ids, TrainConfig(**{**base, "num_train": None}))  # leaving it out fits too
+
+
+# --- reading a corpus file in bounded memory -----------------------------------------------------
+
+_PIECES = st.sampled_from(["The", " ", "  ", "time-", "machine", "\n", "caf\u00e9", "\u00fc", "42",
+                           "!", "\U0001f600", "\t", "Zz", ",", "a"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=st.lists(_PIECES, min_size=1, max_size=60), chunk=st.integers(1, 9))
+def test_a_file_read_in_chunks_gives_the_text_preprocess_gives(tmp_path_factory, pieces, chunk):
+    """The file is read, decoded and preprocessed a chunk at a time (multi-byte characters and
+    runs of non-letters cross chunk boundaries); the result is what ``preprocess`` makes of the
+    whole text at once, and the ids are the vocabulary's encoding of it."""
+    raw = "".join(pieces)
+    path = tmp_path_factory.mktemp("chunks") / "c.txt"
+    path.write_bytes(raw.encode("utf-8"))
+    expected = preprocess(raw)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(corpus_mod, "CHUNK_BYTES", chunk)
+    try:
+        if not expected.strip():
+            with pytest.raises(CorpusError):
+                load_corpus(str(path))
+            return
+        corpus = load_corpus(str(path))
+    finally:
+        mp.undo()
+    assert corpus.text == expected
+    vocab = Vocab(list(expected))
+    assert corpus.vocab == vocab
+    assert corpus.ids.tolist() == [vocab.token_to_idx[c] for c in expected]
+
+
+def test_ids_are_compact_and_batches_are_int64(tmp_path):
+    corpus = load_corpus("default")
+    assert corpus.ids.dtype == np.uint8  # 28 tokens fit a byte
+    for batching in ("windows", "sequential"):
+        cfg = TrainConfig(batch_size=4, num_steps=8, num_train=64, num_val=16, batching=batching)
+        batches = CharBatches(corpus.ids, cfg)
+        X, Y = next(batches.train_batches(0))
+        V, _ = next(batches.val_batches())
+        assert X.dtype == Y.dtype == V.dtype == np.int64
+        assert np.array_equal(X[:, 1:], Y[:, :-1])
+
+
+def test_errors_past_the_first_chunk_name_the_right_offset(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "CHUNK_BYTES", 4)
+    f = tmp_path / "late.txt"
+    f.write_bytes(b"abcdefgh caf\xe9 latin-1")
+    with pytest.raises(CorpusError, match=r"bad byte at offset 12"):
+        load_corpus(str(f))
+    f.write_bytes(b"abcdefgh\x00ijk")
+    with pytest.raises(CorpusError, match="looks binary"):
+        load_corpus(str(f))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_only_regular_files_are_read(tmp_path):
+    """A pipe would block the open (or never end), a device never ends: both are refused
+    before anything is read, and quickly (a child process, so a regression cannot hang here)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    probe = (
+        "import sys\nfrom rnn_backends import load_corpus, CorpusError\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n        load_corpus(p)\n    except CorpusError as e:\n        print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(fifo), "/dev/zero"],
+                         capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, (out.stdout, out.stderr)
+    assert f"corpus path {str(fifo)!r} is not a regular file" in lines[0]
+    assert "corpus path '/dev/zero' is not a regular file" in lines[1]
+
+
+def test_a_large_corpus_costs_about_three_bytes_per_character(tmp_path):
+    """Peak memory while loading a 24 MB corpus and drawing a batch, in a fresh process: the
+    text (one byte per character) and uint8 ids, plus a chunk. Reading it whole, as a list of
+    characters and int64 ids cost about 26 bytes per character."""
+    text = (default_text() + "\n") * (24_000_000 // len(default_text()))
+    path = tmp_path / "big.txt"
+    path.write_text(text)
+    probe = (
+        "import resource, sys\n"
+        "from rnn_backends import CharBatches, TrainConfig, load_corpus\n"
+        "from rnn_backends.resume import corpus_fingerprint\n"
+        "def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "import numpy\n"
+        "before = peak()\n"
+        "c = load_corpus(sys.argv[1])\n"
+        "next(CharBatches(c.ids, TrainConfig(batch_size=64, num_steps=32)).train_batches(0))\n"
+        "corpus_fingerprint(c.ids)\n"
+        "print(peak() - before, len(c.ids))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    grown, n = map(int, out.stdout.split())
+    assert grown <= 3.5 * n + 16 * corpus_mod.CHUNK_BYTES, (grown / n, grown)

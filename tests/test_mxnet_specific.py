@@ -191,3 +191,41 @@ def test_importing_the_package_does_not_import_mxnet():
         "assert 'mxnet' not in sys.modules, 'mxnet imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# In a child process: before the fix, this step killed the interpreter with SIGFPE (exit 136).
+_ONE_STEP = r"""
+import json, sys
+import numpy as np
+from rnn_backends import ModelConfig, get_backend, init_params, reference
+
+cfg = ModelConfig(vocab_size=7, hidden_size=5, init_sigma=0.5)
+params = init_params(cfg, seed=4)
+rng = np.random.default_rng(2)
+X, Y = rng.integers(0, 7, size=(3, 1)), rng.integers(0, 7, size=(3, 1))
+backend = get_backend("mxnet", dtype="float64", device="cpu", variant="fast", strict=True)
+loss, grads = backend.loss_and_grads(params, X, Y)
+ref_loss, ref_grads, _ = reference.loss_and_grads(params, X, Y)
+res = backend.train_step(backend.prepare(params), X, Y, None, lr=0.5, grad_clip=0.0)
+after = backend.export(res.params)
+worst = max(
+    float(np.max(np.abs(grads[k] - ref_grads[k])) / max(np.max(np.abs(ref_grads[k])), 1e-300))
+    for k in ref_grads
+)
+step_err = max(
+    float(np.max(np.abs(after[k] - (params[k] - 0.5 * ref_grads[k])))) for k in params
+)
+json.dump({"loss": abs(float(loss) - float(ref_loss)), "grad": worst, "step": step_err},
+          sys.stdout)
+"""
+
+
+def test_the_fast_step_with_one_time_step_matches_the_oracle():
+    """num_steps=1 leaves no (h_{t-1}, dz_t) pairs after the first step, so the fast step's W_hh
+    term is a product over zero rows. MXNet 1.9.1's legacy dot divides by zero on an empty
+    contraction (SIGFPE); the adapter must return the zero matrix that sum is."""
+    out = subprocess.run([sys.executable, "-c", _ONE_STEP], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    errs = __import__("json").loads(out.stdout)
+    assert errs["loss"] <= F64_TOL and errs["grad"] <= F64_TOL and errs["step"] <= F64_TOL, errs

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
 import zlib
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from rnn_backends import ModelConfig, TrainConfig, load_checkpoint, load_corpus
+from rnn_backends import ModelConfig, TrainConfig, init_params, load_checkpoint, load_corpus
 from rnn_backends.checkpointing import (
     CHECKPOINT_DIR,
     HISTORY_FILE,
@@ -211,6 +213,67 @@ def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
 
+def test_a_run_with_a_relative_corpus_resumes_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The corpus is found again by its absolute path, checked by size and checksum, and the
+    resumed run equals an uninterrupted one."""
+    from rnn_backends.data.default_corpus import default_text
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "book.txt").write_text(default_text())
+    at = TINY_CLI.index("--epochs")
+    args = TINY_CLI[:at] + TINY_CLI[at + 2 :]
+    monkeypatch.chdir(tmp_path / "a")
+    common = ["--backend", "numpy", "--corpus", "book.txt", *args]
+    assert main(["train", *common, "--out", str(tmp_path / "ref"), "--epochs", "3"]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "run"), "--epochs", "1"]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "3", "--no-progress",
+                 "--num-preds", "0"]) == 0  # fmt: skip
+    capsys.readouterr()
+    _assert_same_run(tmp_path / "run", tmp_path / "ref")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_are_created_as_the_umask_says(tmp_path, umask):
+    """As any other tool's files: mode 0666 narrowed by the umask (mkstemp's 0600 was not)."""
+    old = os.umask(umask)
+    try:
+        assert main(["train", "--backend", "numpy", "--out", str(tmp_path / "run"),
+                     *TINY_CLI]) == 0  # fmt: skip
+    finally:
+        os.umask(old)
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"checkpoint.json", "history.json"}
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+
+
+def test_saving_deletes_only_the_weights_it_replaces(tmp_path):
+    """save_checkpoint into a folder that holds other files (the API allows it) removes only
+    the weights file its previous metadata named, and leaves a look-alike name alone."""
+    from rnn_backends import save_checkpoint
+
+    corpus, model, cfg = _setup("windows")
+    ckpt = load_checkpoint(train(make_backend("numpy", "float32"), corpus, model, cfg,
+                                 out_dir=tmp_path / "run", progress=False).checkpoint)  # fmt: skip
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    theirs = {"params-mydata.npz": b"my data", "params-0123456789abcdef.npz.bak": b"backup",
+              "notes.txt": b"notes"}  # fmt: skip
+    for name, data in theirs.items():
+        (folder / name).write_bytes(data)
+    ckpt.extra = {}  # a plain checkpoint: no training position to keep in step
+    for step in (1, 2, 3):
+        ckpt.step = step
+        ckpt.params = {k: v * np.float32(1.5) for k, v in ckpt.params.items()}
+        save_checkpoint(folder, ckpt)
+    assert {n: (folder / n).read_bytes() for n in theirs} == theirs
+    ours = sorted(p.name for p in folder.iterdir() if p.name not in theirs)
+    assert len(ours) == 2 and ours[0] == "checkpoint.json", ours
+    assert load_checkpoint(folder).step == 3
+
+
 def _setup(batching: str, dtype: str = "float32", **train: object):
     corpus = load_corpus("default")
     model = ModelConfig(vocab_size=len(corpus.vocab), hidden_size=8)
@@ -402,3 +465,121 @@ def test_same_seed_twice_gives_identical_runs(framework_name, batching):
     other = TrainConfig(**{**cfg.to_dict(), "seed": cfg.seed + 1})
     third = train(backend, corpus, model, other, progress=False)
     assert third.history["step_loss"] != runs[0].history["step_loss"]
+
+
+# --- concurrent writers and readers -------------------------------------------------------------
+
+# The CLI in a fresh interpreter whose training pauses before its first update until the file
+# GO exists: by then it holds the run folder's lock and has written the step-0 checkpoint.
+PAUSED = r"""
+import os, sys, time
+from rnn_backends import cli
+
+go, argv = sys.argv[1], sys.argv[2:]
+make = cli.get_backend
+def get_backend(*args, **kwargs):
+    backend = make(*args, **kwargs)
+    real_step = backend.train_step
+    def train_step(*a, **k):
+        while not os.path.exists(go):
+            time.sleep(0.01)
+        return real_step(*a, **k)
+    backend.train_step = train_step
+    return backend
+cli.get_backend = get_backend
+sys.exit(cli.main(argv))
+"""
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_a_second_writer_is_refused_and_the_first_run_is_intact(tmp_path):
+    """Two real train processes with one --out: the second exits 2 naming the first (pid,
+    host, start time) and touches nothing; the first ends as an uninterrupted run would."""
+    import socket
+
+    corpus, model, cfg = _setup("sequential")
+    train(make_backend("numpy", "float32"), corpus, model, TrainConfig(**{**cfg.to_dict()}),
+          out_dir=tmp_path / "ref", progress=False)  # fmt: skip
+    run, go = tmp_path / "run", tmp_path / "go"
+    args = ["train", "--backend", "numpy", "--out", str(run), *TINY_CLI]
+    first = subprocess.Popen([sys.executable, "-c", PAUSED, str(go), *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(run / CHECKPOINT_DIR / "checkpoint.json", first)
+        second = subprocess.run([sys.executable, "-m", "rnn_backends", *args],
+                                capture_output=True, text=True, timeout=240)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.splitlines() == [
+            f"rnn-backends: error: output directory {str(run)!r} is in use by process "
+            f"{first.pid} on {socket.gethostname()}, started "
+            + second.stderr.split(", started ")[1].split(";")[0]
+            + "; wait for that run to end, or pass another folder"
+        ], second.stderr
+        # Also when the second writer means to continue the run (the lock, not the
+        # checkpoint, is what refuses it).
+        resumed = subprocess.run([sys.executable, "-m", "rnn_backends", "train", "--resume",
+                                  str(run), "--no-progress"], capture_output=True, text=True,
+                                 timeout=240)  # fmt: skip
+        assert resumed.returncode == 2 and f"in use by process {first.pid}" in resumed.stderr
+        go.touch()
+        out, err = first.communicate(timeout=240)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 0, err
+    _assert_same_run(run, tmp_path / "ref")
+
+
+def test_loads_while_a_run_writes_checkpoints_are_whole_or_refused(tmp_path):
+    """At least 180 loads, from 8 threads, while another process writes a checkpoint after
+    every step: each load either gives exactly the weights the run had at the step it names,
+    or a clean CheckpointError; never other weights, never another exception."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rnn_backends.errors import CheckpointError
+
+    epochs = 12
+    corpus, model, cfg = _setup("sequential")
+    cfg = TrainConfig(**{**cfg.to_dict(), "max_epochs": epochs})
+    rec = _Recorder(make_backend("numpy", "float32"))
+    train(rec, corpus, model, cfg, progress=False)
+    initial = init_params(model, cfg.seed, "float32")
+    run = tmp_path / "run"
+    at = TINY_CLI.index("--epochs")
+    args = [*TINY_CLI[:at], "--epochs", str(epochs), *TINY_CLI[at + 2 :]]
+    writer = subprocess.Popen([sys.executable, "-m", "rnn_backends", "train", "--backend",
+                               "numpy", "--out", str(run), "--checkpoint-every", "1", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(run / CHECKPOINT_DIR / "checkpoint.json", writer)
+
+    def load(_: int) -> tuple[str, int | None, bool]:
+        try:
+            ckpt = load_checkpoint(run / CHECKPOINT_DIR)
+        except CheckpointError:
+            return "refused", None, True
+        except Exception as exc:  # noqa: BLE001 - the finding this test looks for
+            return f"{type(exc).__name__}: {exc}", None, False
+        want = initial if ckpt.step == 0 else rec.after[ckpt.step - 1]
+        same = all(ckpt.params[k].tobytes() == want[k].tobytes() for k in want)
+        return "loaded", ckpt.step, same
+
+    results: list[tuple[str, int | None, bool]] = []
+    with ThreadPoolExecutor(8) as pool:
+        while (writer.poll() is None or len(results) < 180) and len(results) < 5000:
+            results += pool.map(load, range(8))
+    _, err = writer.communicate(timeout=240)
+    assert writer.returncode == 0, err
+    assert len(results) >= 180
+    bad = [r for r in results if not r[2] or r[0] not in ("loaded", "refused")]
+    assert bad == [], bad[:5]
+    steps = {step for kind, step, _ in results if kind == "loaded"}
+    assert len(steps) > 1, steps  # the loads saw the run move on

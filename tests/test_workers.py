@@ -58,13 +58,15 @@ def test_only_a_source_checkout_goes_on_the_workers_path(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="a shell script as the interpreter")
-def test_a_killed_compare_worker_is_named_in_the_report(tmp_path):
-    """A framework whose worker dies (here: SIGKILL, as the out-of-memory killer does) fails the
-    job with the signal's name; the oracle's run is unaffected."""
+@pytest.mark.parametrize("signal_name", ["KILL", "FPE"])
+def test_a_killed_compare_worker_is_named_in_the_report(tmp_path, signal_name):
+    """A framework whose worker dies by a signal (SIGKILL, as the out-of-memory killer sends;
+    SIGFPE, as MXNet 1.9.1 raised on an empty product) fails the job with the signal's name;
+    the oracle's run is unaffected and the report is written."""
     from rnn_backends.compare import default_spec, run_compare
 
     python = tmp_path / "python"
-    python.write_text("#!/bin/sh\nkill -KILL $$\n")
+    python.write_text(f"#!/bin/sh\nkill -{signal_name} $$\n")
     python.chmod(0o755)
     spec = default_spec(overrides={"hidden_size": 8, "batch_size": 16, "num_steps": 8,
                                    "max_epochs": 1, "num_train": 64, "num_val": 16})
@@ -72,6 +74,7 @@ def test_a_killed_compare_worker_is_named_in_the_report(tmp_path):
                          log=lambda *_: None)
     rows = {r["backend"]: r for r in report["frameworks"]}
     assert rows["numpy"]["status"] == "ok"
-    assert rows["torch"]["status"].startswith("failed in train: worker was killed by SIGKILL")
+    killed = f"worker was killed by SIG{signal_name}"
+    assert rows["torch"]["status"].startswith(f"failed in train: {killed}")
     assert not report["passed"]
-    assert "was killed by SIGKILL" in Path(tmp_path / "report" / "report.md").read_text()
+    assert killed in Path(tmp_path / "report" / "report.md").read_text()

@@ -77,6 +77,11 @@ class MxnetFastOps(MxnetOps, FastOps):
         return w.T
 
     def mm_tn(self, a, b):
+        # A sum over zero rows is the zero matrix. MXNet 1.9.1's legacy dot kills the process
+        # with SIGFPE (an integer division by zero inside the kernel) when the contracted length
+        # is 0, as the fast step's W_hh term is at num_steps=1, so that case never reaches it.
+        if a.shape[0] == 0:
+            return mnp.zeros((a.shape[1], b.shape[1]), dtype=a.dtype, ctx=a.ctx)
         # The legacy dot reads a transposed in place; mx.np would copy a.T first.
         return mx.nd.dot(a.as_nd_ndarray(), b.as_nd_ndarray(), transpose_a=True).as_np_ndarray()
 

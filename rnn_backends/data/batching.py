@@ -39,19 +39,21 @@ def windows(ids: np.ndarray, num_steps: int) -> np.ndarray:
             f"the corpus has {len(ids)} tokens but num_steps={num_steps} needs at least "
             f"{num_steps + 1}; use a longer corpus or a smaller --num-steps"
         )
-    return sliding_window_view(np.asarray(ids, dtype=np.int64), num_steps + 1)
+    # A view, in the ids' own (compact) type: no copy of the corpus.
+    return sliding_window_view(np.asarray(ids), num_steps + 1)
 
 
 def _split(chunk: np.ndarray) -> Batch:
-    """Inputs and targets of windows, as fresh contiguous (writable) arrays."""
-    return chunk[:, :-1].copy(), chunk[:, 1:].copy()
+    """Inputs and targets of windows (B, T + 1), as fresh contiguous int64 arrays (B, T): the
+    corpus keeps compact ids, a batch is where they become int64."""
+    return chunk[:, :-1].astype(np.int64), chunk[:, 1:].astype(np.int64)
 
 
 def sequential_batches(
     ids: np.ndarray, batch_size: int, num_steps: int, offset: int = 0
 ) -> Iterator[Batch]:
     """Consecutive (X, Y) batches whose rows continue each other; Y is X shifted by one token."""
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = np.asarray(ids)  # compact ids; each batch is converted to int64 on its own
     usable = ((len(ids) - offset - 1) // batch_size) * batch_size
     if usable <= 0 or usable // batch_size < num_steps:
         raise CorpusError(
@@ -61,7 +63,8 @@ def sequential_batches(
     xs = ids[offset : offset + usable].reshape(batch_size, -1)
     ys = ids[offset + 1 : offset + 1 + usable].reshape(batch_size, -1)
     for start in range(0, (xs.shape[1] // num_steps) * num_steps, num_steps):
-        yield xs[:, start : start + num_steps].copy(), ys[:, start : start + num_steps].copy()
+        yield (xs[:, start : start + num_steps].astype(np.int64),
+               ys[:, start : start + num_steps].astype(np.int64))  # fmt: skip
 
 
 @dataclass(frozen=True)
