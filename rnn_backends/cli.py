@@ -380,7 +380,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time one training step per framework and variant")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
     _add_python_option(p)
-    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON files")
+    p.add_argument("--out", default="bench-results",
+                   help="directory for the JSON files (default bench-results, git-ignored; "
+                   "benchmarks/results holds the published ones)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                    help="quick: textbook config, every variant (default); sweep: T, H, B sweeps "
                    "for fast and native; full: both")
