@@ -15,7 +15,9 @@ A checkpoint is a directory:
   free-form ``extra`` (a training run keeps its position there, see :mod:`.resume`), the name of
   the weights file and its SHA-256. It is renamed last, so it always names a complete weights file.
 
-A run directory written by training holds ``checkpoint/`` and ``history.json``.
+A run directory written by training holds ``checkpoint/``, ``history.json``, ``metrics.csv``
+and, with tensorboard installed, TensorBoard's events file (see :mod:`.runlog`); the logs grow by
+:func:`append_durable`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ META_FILE = "checkpoint.json"
 AUX_PREFIX = "aux:"  # names in the weights file that are not parameters (e.g. a carried state)
 CHECKPOINT_DIR = "checkpoint"  # inside a run directory
 HISTORY_FILE = "history.json"  # inside a run directory
+METRICS_FILE = "metrics.csv"  # inside a run directory, see .runlog
+EVENTS_FILE = "events.out.tfevents.rnn-backends"  # TensorBoard's, inside a run directory
 TMP_SUFFIX = ".tmp"
 RESUME_KEY = "resume"  # Checkpoint.extra[RESUME_KEY]: a training position (see .resume)
 RESUME_FORMAT = 1
@@ -104,6 +108,24 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=1).encode("utf-8"))
 
 
+def append_durable(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append ``data`` to the existing file ``path`` in one write and fsync it.
+
+    For logs that grow by whole records (metrics.csv rows, TensorBoard events): a process killed
+    at any instant leaves every record before ``data`` intact (and ``data`` whole or absent
+    unless the machine itself fails mid-write). Whoever continues the log first rewrites it with
+    :func:`write_atomic`, keeping only the records it vouches for, so a torn tail never lasts.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:  # a regular file takes it in one call; loop in case it does not
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temporaries(out: Path) -> None:
     """Delete the temporary files a killed writer left in run directory ``out`` and its
     checkpoint.
@@ -112,7 +134,7 @@ def remove_stale_temporaries(out: Path) -> None:
     run every temporary file there is an orphan: the rename that would have used it never happened.
     """
     for folder, prefixes in (
-        (out, (HISTORY_FILE,)),
+        (out, (HISTORY_FILE, METRICS_FILE, EVENTS_FILE)),
         (out / CHECKPOINT_DIR, ("params-", META_FILE)),
     ):
         if not folder.is_dir():
