@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,14 +200,25 @@ def _run_worker_process(name: str, python: str | None, out: Path, phase: str) ->
     return True, ""
 
 
+def _log_stderr(message: str) -> None:
+    # Beside the workers' progress (standard error, inherited by worker processes), and flushed
+    # so that a pipe keeps the order.
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_compare(
     out: str | Path,
     frameworks: list[str],
     spec: Spec,
     pythons: dict[str, str] | None = None,
-    log=print,
+    log: Callable[[str], None] = _log_stderr,
 ) -> dict[str, Any]:
-    """Run every worker (oracle first), then write the report. Returns the report data."""
+    """Run every worker (oracle first), then write the report. Returns the report data.
+
+    Each framework's training shows its progress on standard error, in this process or in its
+    worker process (which inherits standard error): a bar on a terminal, else one line per epoch
+    named after the framework.
+    """
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
