@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backends.registry import BACKENDS, FRAMEWORKS, available_backends, canonical_name, get_backend
+from .backends.registry import (
+    BACKENDS,
+    DEFAULT_ORDER,
+    FRAMEWORKS,
+    available_backends,
+    canonical_name,
+    default_backend,
+    get_backend,
+    install_hint,
+)
 from .checkpointing import Checkpoint
 from .config import DTYPES, ModelConfig, TrainConfig
 from .errors import NonFiniteError, UserError
@@ -114,7 +123,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, spec in BACKENDS.items():
         version = _framework_version(spec.framework)
         if name not in installed:
-            print(f"  {name:<11} not installed  (pip install 'rnn-backends[{spec.extra}]')")
+            print(f"  {name:<11} not installed  ({install_hint(name)})")
             continue
         line = f"  {name:<11} {spec.title} {version}"
         if args.devices:
@@ -157,6 +166,15 @@ def _train_out(args: argparse.Namespace, resume_dir: Path | None, backend_name: 
     return Path(f"runs/{canonical_name(backend_name)}")
 
 
+def _default() -> str:
+    """The default backend, said on standard error (one line): which one, and why."""
+    name = default_backend()
+    missing = DEFAULT_ORDER[: DEFAULT_ORDER.index(name)]
+    why = f" ({', '.join(missing)}: not installed)" if missing else ""
+    print(f"{PROG}: no --backend given, using {name}{why}", file=sys.stderr)
+    return name
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpointing import find_checkpoint, load_checkpoint, resume_position
     from .data.corpus import load_corpus
@@ -177,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume_position(base, resume_dir)
     corpus = load_corpus(args.corpus or (base.extra.get("corpus") if base else None) or "default")
     model_config, train_config = _configs(args, len(corpus.vocab), base)
-    backend_name = args.backend or (base.extra.get("backend") if base else None) or "torch"
+    backend_name = args.backend or (base.extra.get("backend") if base else None) or _default()
     if base is not None and canonical_name(backend_name) != base.extra.get("backend"):
         print(
             f"{PROG}: warning: continuing a {base.extra.get('backend')} run with {backend_name}; "
@@ -214,7 +232,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train one backend and write a checkpoint")
     # Defaults of None: with --resume an option left out means "as the checkpoint has it".
     tr.add_argument("--backend", default=None,
-                    help="numpy, torch (default), jax, tensorflow, mxnet")
+                    help="numpy, torch, jax, tensorflow, mxnet (default: the first installed of "
+                    f"{', '.join(DEFAULT_ORDER)})")
     tr.add_argument("--variant", default=None, help="textbook, concat, fast (default) or native")
     tr.add_argument("--device", default=None, choices=["cpu", "gpu"], help="default: GPU if any")
     tr.add_argument("--corpus", default=None, help="default, timemachine, or a text file")
