@@ -97,11 +97,12 @@ class Progress:
         """``n`` more units done; a bar shows ``fields`` (the latest value of each) after it."""
         self.done += n
         if self._bar is not None:
-            if fields:
+            if fields:  # shown at once when nothing else moves the bar
                 self._bar.set_postfix(
-                    {k: _format_field(v) for k, v in fields.items()}, refresh=False
+                    {k: _format_field(v) for k, v in fields.items()}, refresh=n == 0
                 )
-            self._bar.update(n)
+            if n:
+                self._bar.update(n)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self._start

@@ -169,6 +169,7 @@ class RunLog:
         self.tensorboard = out is not None and tensorboard_available()
         self.pending: list[Row] = []
         self.last_val_ppl: float | None = None
+        self.shown: dict[str, float | str] = {}  # the bar's fields
         done = len(history.get("step_loss", []))
         if history.get("epochs"):
             self.last_val_ppl = history["epochs"][-1]["val_ppl"]
@@ -195,10 +196,10 @@ class RunLog:
         """Update ``step`` (0-based) of ``epoch`` (0-based) is done."""
         row = {"step": step, "epoch": epoch + 1, "loss": loss, "grad_norm": grad_norm, "lr": lr}
         self.pending.append({**row, "wall_time": time.time()})
-        fields: dict[str, float | str] = {"epoch": f"{epoch + 1}/{self.epochs}", "loss": loss}
+        self.shown = {"epoch": f"{epoch + 1}/{self.epochs}", "loss": loss}
         if self.last_val_ppl is not None:
-            fields["val_ppl"] = self.last_val_ppl
-        self.progress.update(1, **fields)
+            self.shown["val_ppl"] = self.last_val_ppl
+        self.progress.update(1, **self.shown)
 
     def epoch(self, step: int, record: dict[str, Any]) -> None:
         """The epoch ``record`` of the history (1-based ``epoch``, perplexities) ended at update
@@ -206,6 +207,8 @@ class RunLog:
         self.pending.append(_epoch_row(step, record, time.time()))
         self.flush()
         self.last_val_ppl = record["val_ppl"]
+        self.shown["val_ppl"] = self.last_val_ppl
+        self.progress.update(0, **self.shown)  # the bar shows the new perplexity at once
         self.progress.report(
             f"epoch {record['epoch']}/{self.epochs}: train ppl {record['train_ppl']:.4f}, "
             f"val ppl {record['val_ppl']:.4f}"

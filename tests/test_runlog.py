@@ -113,8 +113,8 @@ def test_a_bar_shows_the_eta_the_loss_and_the_last_validation_perplexity(capsys)
     loss = float(re.search(r"loss=([\d.e+-]+)", final)[1])
     val = float(re.search(r"val_ppl=([\d.e+-]+)", final)[1])
     assert loss == pytest.approx(result.history["step_loss"][-1], rel=1e-3)  # 4 digits shown
-    # The last validation perplexity shown is the one of the epoch before the last update.
-    assert val == pytest.approx(result.history["epochs"][-2]["val_ppl"], rel=1e-3)
+    # The bar ends showing the last epoch's validation perplexity.
+    assert val == pytest.approx(result.history["epochs"][-1]["val_ppl"], rel=1e-3)
 
 
 class _Terminal(io.StringIO):
