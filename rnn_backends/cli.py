@@ -250,7 +250,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     help="replace a checkpoint of another run in --out (refused otherwise)")
     tr.add_argument("--prefix", default="the clock")
     tr.add_argument("--num-preds", type=int, default=50)
-    tr.add_argument("--no-progress", dest="progress", action="store_false")
+    tr.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="print nothing while training (default: a progress bar on a terminal, "
+                    "else one line per epoch, on stderr)")
     tr.set_defaults(func=cmd_train)
 
 
