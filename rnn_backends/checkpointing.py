@@ -183,7 +183,8 @@ def _weights_blob(ckpt: Checkpoint) -> bytes:
     tensors = {k: np.ascontiguousarray(v) for k, v in ckpt.params.items()}
     tensors.update({AUX_PREFIX + k: np.ascontiguousarray(v) for k, v in ckpt.arrays.items()})
     buf = io.BytesIO()
-    np.savez(buf, **tensors)
+    # numpy's stub types **kwds as if a name could be its allow_pickle flag; none is here.
+    np.savez(buf, **tensors)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

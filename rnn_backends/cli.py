@@ -87,10 +87,14 @@ def _add_config_options(
             meta, flag = field.metadata["option"], option_flag(field)
             default = defaults.get(field.name)
             shown = default_help or f"default {field.default}"
+            # A field with choices takes the string as it is; the others convert it.
+            kind: dict[str, Any] = (
+                {} if meta["choices"] else {"type": _value_type(hints[field.name])}
+            )
             p.add_argument(
                 flag,
                 dest=field.name,
-                type=None if meta["choices"] else _value_type(hints[field.name]),
+                **kind,
                 choices=meta["choices"],
                 default=default,
                 # Named after the flag, as argparse would (--epochs EPOCHS, not MAX_EPOCHS).

@@ -305,7 +305,7 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 def _grad_diff(folder: Path, oracle_folder: Path) -> tuple[float, str]:
     with np.load(folder / "grads0.npz") as g, np.load(oracle_folder / "grads0.npz") as o:
         diffs = {k: rel_diff(g[k], o[k]) for k in o.files}
-    worst = max(diffs, key=diffs.get)
+    worst = max(diffs, key=lambda k: diffs[k])
     return diffs[worst], worst
 
 

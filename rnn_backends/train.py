@@ -143,7 +143,8 @@ def _initial_state(
         return ckpt.params, state
     if params is None:
         params = init_params(model_config, train_config.seed, train_config.dtype)
-    empty = {"epochs": [], "step_loss": [], "step_grad_norm": [], "step_seconds": []}
+    empty: dict[str, list[Any]] = {"epochs": [], "step_loss": [], "step_grad_norm": [],
+                                   "step_seconds": []}  # fmt: skip
     return params, RunState(history={**header, **empty})
 
 
