@@ -39,6 +39,9 @@ ROOT = Path(__file__).parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # The local CPU wheel; a bare "torch" requirement could resolve to a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
+# Where `nox -s bench` writes unless --out says otherwise: untracked, so a run never overwrites
+# the published benchmarks/results/. The CLI's default (rnn_backends/cli.py) is the same folder.
+BENCH_OUT = "bench-results"
 
 
 def _env() -> dict[str, str]:
@@ -104,28 +107,32 @@ def compare(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Training-step benchmark: every framework in its own environment, one after another;
-    writes benchmarks/results (one JSON per framework), then benchmarks/assemble.py writes
-    results.md and PNGs there. A few minutes with the default preset;
-    `nox -s bench -- --preset sweep` adds the T, H and B sweeps."""
+    writes bench-results/ (git-ignored; one JSON per framework), then benchmarks/assemble.py
+    writes results.md and PNGs there. `-- --out benchmarks/results` replaces the published
+    figures. A few minutes with the default preset; `nox -s bench -- --preset sweep` adds the T,
+    H and B sweeps."""
     session.install(".[plots]")
     pythons = [f"--python={fw}={_framework_python(session, fw)}" for fw in FRAMEWORK_INSTALLS]
     session.run("rnn-backends", "bench", *pythons, *session.posargs, env=_env())
     out = argparse.ArgumentParser(add_help=False)
-    out.add_argument("--out", default="benchmarks/results")
+    out.add_argument("--out", default=BENCH_OUT)
     session.run("python", "benchmarks/assemble.py", out.parse_known_args(session.posargs)[0].out)
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    """ruff over everything, mypy over the package (settings in pyproject.toml). The package is
+    installed with its dependencies so that mypy sees NumPy's and tqdm's types."""
+    session.install(".[lint]")
     session.run("ruff", "check", "rnn_backends", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy")
 
 
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
     """The tests owned by numpy: the framework-free core and the oracle, on numpy 2 (with the
-    report's plots)."""
-    session.install(".[test,plots]")
+    report's plots and the TensorBoard event files)."""
+    session.install(".[test,plots,tensorboard]")
     _pytest(session)
 
 

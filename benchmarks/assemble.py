@@ -125,7 +125,7 @@ def _plots(out: Path, rows: list[Row]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plots (pip install 'rnn-backends[plots]')",
+        print("matplotlib is not installed: no plots (pip install -e '.[plots]' in a clone)",
               file=sys.stderr)
         return
     _textbook_plot(out, rows, plt)

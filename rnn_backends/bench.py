@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .progress import Progress
+
 
 def step_flops(V: int, H: int, B: int, T: int) -> int:
     """Useful FLOPs of one step: 6 N H (H + V) for N = B T tokens.
@@ -180,6 +182,25 @@ def bench_one(
     }
 
 
+def _measure(out: dict[str, Any], progress: Progress, framework: str, variant: str,
+             cfg: dict[str, int], args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """One :func:`bench_one` into ``out`` (its row, or its error: a variant that fails is
+    reported, not fatal to the run), shown as one progress line."""
+    where = f"{variant:<8} V={cfg['V']} H={cfg['H']} B={cfg['B']} T={cfg['T']}"
+    try:
+        row = bench_one(framework, variant, cfg, dtype=args.dtype, device=args.device,
+                        warmup=args.warmup, steps=args.steps, options=options)
+    except Exception as exc:
+        out["errors"].append(f"{variant} {cfg}: {type(exc).__name__}: {exc}")
+        progress.update(1)
+        progress.report(f"{where}: FAILED {type(exc).__name__}: {exc}", on_bar=True)
+        return
+    out["results"].append(row)
+    progress.update(1, ms_per_step=row["ms_median"])
+    progress.report(f"{where}: {row['ms_median']:8.2f} ms/step [{row['ms_q1']:.2f}-"
+                    f"{row['ms_q3']:.2f}], first {row['first_step_s']:.2f} s", on_bar=True)
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Measure every configuration x variant of one framework; write one JSON file."""
     framework = args.framework
@@ -199,20 +220,11 @@ def run_worker(args: argparse.Namespace) -> int:
         "results": [],
         "errors": [],
     }
-    for cfg in json.loads(args.configs):
-        for variant in args.variants.split(","):
-            try:
-                row = bench_one(framework, variant, cfg, dtype=args.dtype, device=args.device,
-                                warmup=args.warmup, steps=args.steps, options=options)
-            except Exception as exc:  # a variant that fails is reported, not fatal to the run
-                out["errors"].append(f"{variant} {cfg}: {type(exc).__name__}: {exc}")
-                print(f"  {framework} {variant} {cfg}: FAILED {exc}", file=sys.stderr)
-                continue
-            out["results"].append(row)
-            print(f"  {framework:<10} {variant:<8} V={cfg['V']} H={cfg['H']} B={cfg['B']} "
-                  f"T={cfg['T']}: {row['ms_median']:8.2f} ms/step "
-                  f"[{row['ms_q1']:.2f}-{row['ms_q3']:.2f}], first {row['first_step_s']:.2f} s",
-                  file=sys.stderr, flush=True)
+    configs, variants = json.loads(args.configs), args.variants.split(",")
+    with Progress(len(configs) * len(variants), framework, unit="run") as progress:
+        for cfg in configs:
+            for variant in variants:
+                _measure(out, progress, framework, variant, cfg, args, options)
     out["matmul_peak_gflops_after"] = matmul_peak()
     Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

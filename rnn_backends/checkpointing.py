@@ -23,7 +23,9 @@ regular files of the directory (never a symbolic link, never a path named inside
 metadata against a schema (:mod:`.checkpoint_schema`) and every weights member against the model
 before allocating it (:mod:`.npzread`), and refuses weights that are not finite float32/float64.
 
-A run directory written by training holds ``checkpoint/`` and ``history.json``.
+A run directory written by training holds ``checkpoint/``, ``history.json``, ``metrics.csv``
+and, with tensorboard installed, TensorBoard's events file (see :mod:`.runlog`); the logs grow by
+:func:`append_durable`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ META_FILE = "checkpoint.json"
 AUX_PREFIX = "aux:"  # names in the weights file that are not parameters (e.g. a carried state)
 CHECKPOINT_DIR = "checkpoint"  # inside a run directory
 HISTORY_FILE = "history.json"  # inside a run directory
+METRICS_FILE = "metrics.csv"  # inside a run directory, see .runlog
+EVENTS_FILE = "events.out.tfevents.rnn-backends"  # TensorBoard's, inside a run directory
 TMP_SUFFIX = ".tmp"
 RESUME_KEY = "resume"  # Checkpoint.extra[RESUME_KEY]: a training position (see .resume)
 WEIGHTS_NAME = re.compile(r"params-[0-9a-f]{16}\.npz")  # what save_checkpoint names them
@@ -158,6 +162,24 @@ def is_temporary_of(name: str, targets: tuple[str, ...]) -> bool:
     return base in targets or ("params-" in targets and bool(WEIGHTS_NAME.fullmatch(base)))
 
 
+def append_durable(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append ``data`` to the existing file ``path`` in one write and fsync it.
+
+    For logs that grow by whole records (metrics.csv rows, TensorBoard events): a process killed
+    at any instant leaves every record before ``data`` intact (and ``data`` whole or absent
+    unless the machine itself fails mid-write). Whoever continues the log first rewrites it with
+    :func:`write_atomic`, keeping only the records it vouches for, so a torn tail never lasts.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:  # a regular file takes it in one call; loop in case it does not
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temporaries(out: Path) -> None:
     """Delete what a killed writer left in run directory ``out`` and its checkpoint: temporary
     files of this writer's naming (:func:`is_temporary_of`) and weights files of this package's
@@ -169,7 +191,7 @@ def remove_stale_temporaries(out: Path) -> None:
     """
     current, _ = _previous_weights(out / CHECKPOINT_DIR)
     for folder, targets in (
-        (out, (HISTORY_FILE,)),
+        (out, (HISTORY_FILE, METRICS_FILE, EVENTS_FILE)),
         (out / CHECKPOINT_DIR, ("params-", META_FILE)),
     ):
         if not folder.is_dir():
@@ -242,7 +264,8 @@ def _weights_blob(ckpt: Checkpoint) -> bytes:
     tensors = {k: np.ascontiguousarray(v) for k, v in ckpt.params.items()}
     tensors.update({AUX_PREFIX + k: np.ascontiguousarray(v) for k, v in ckpt.arrays.items()})
     buf = io.BytesIO()
-    np.savez(buf, **tensors)
+    # numpy's stub types **kwds as if a name could be its allow_pickle flag; none is here.
+    np.savez(buf, **tensors)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backends.registry import BACKENDS, FRAMEWORKS, available_backends, canonical_name, get_backend
+from .backends.registry import (
+    BACKENDS,
+    DEFAULT_ORDER,
+    FRAMEWORKS,
+    available_backends,
+    canonical_name,
+    default_backend,
+    get_backend,
+    install_hint,
+)
 from .checkpointing import Checkpoint
 from .config import DTYPES, ModelConfig, TrainConfig
 from .errors import NonFiniteError, UserError
@@ -103,10 +112,14 @@ def _add_config_options(
             meta, flag = field.metadata["option"], option_flag(field)
             default = defaults.get(field.name)
             shown = default_help or f"default {meta.get('default_text') or field.default}"
+            # A field with choices takes the string as it is; the others convert it.
+            kind: dict[str, Any] = (
+                {} if meta["choices"] else {"type": _value_type(hints[field.name])}
+            )
             p.add_argument(
                 flag,
                 dest=field.name,
-                type=None if meta["choices"] else _value_type(hints[field.name]),
+                **kind,
                 choices=meta["choices"],
                 default=default,
                 # Named after the flag, as argparse would (--epochs EPOCHS, not MAX_EPOCHS).
@@ -139,7 +152,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, spec in BACKENDS.items():
         version = _framework_version(spec.framework)
         if name not in installed:
-            print(f"  {name:<11} not installed  (pip install 'rnn-backends[{spec.extra}]')")
+            print(f"  {name:<11} not installed  ({install_hint(name)})")
             continue
         line = f"  {name:<11} {spec.title} {version}"
         if args.devices:
@@ -182,6 +195,15 @@ def _train_out(args: argparse.Namespace, resume_dir: Path | None, backend_name: 
     return Path(f"runs/{canonical_name(backend_name)}")
 
 
+def _default() -> str:
+    """The default backend, said on standard error (one line): which one, and why."""
+    name = default_backend()
+    missing = DEFAULT_ORDER[: DEFAULT_ORDER.index(name)]
+    why = f" ({', '.join(missing)}: not installed)" if missing else ""
+    print(f"{PROG}: no --backend given, using {name}{why}", file=sys.stderr)
+    return name
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpointing import find_checkpoint, load_checkpoint, resume_position
     from .data.corpus import load_corpus
@@ -205,7 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         corpus = load_corpus(args.corpus or "default")
     model_config, train_config = _configs(args, len(corpus.vocab), base)
-    backend_name = args.backend or (base.extra.get("backend") if base else None) or "torch"
+    backend_name = args.backend or (base.extra.get("backend") if base else None) or _default()
     if base is not None and canonical_name(backend_name) != base.extra.get("backend"):
         print(
             f"{PROG}: warning: continuing a {base.extra.get('backend')} run with {backend_name}; "
@@ -244,7 +266,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train one backend and write a checkpoint")
     # Defaults of None: with --resume an option left out means "as the checkpoint has it".
     tr.add_argument("--backend", default=None,
-                    help="numpy, torch (default), jax, tensorflow, mxnet")
+                    help="numpy, torch, jax, tensorflow, mxnet (default: the first installed of "
+                    f"{', '.join(DEFAULT_ORDER)})")
     tr.add_argument("--variant", default=None, help="textbook, concat, fast (default) or native")
     tr.add_argument("--device", default=None, type=_device_arg,
                     help=f"{_DEVICE_HELP} (default: a GPU if there is one)")
@@ -262,7 +285,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     help="replace a checkpoint of another run in --out (refused otherwise)")
     tr.add_argument("--prefix", default="the clock")
     tr.add_argument("--num-preds", type=int, default=50)
-    tr.add_argument("--no-progress", dest="progress", action="store_false")
+    tr.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="print nothing while training (default: a progress bar on a terminal, "
+                    "else one line per epoch, on stderr)")
     tr.set_defaults(func=cmd_train)
 
 
@@ -419,7 +444,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time one training step per framework and variant")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated")
     _add_python_option(p)
-    p.add_argument("--out", default="benchmarks/results", help="directory for the JSON files")
+    p.add_argument("--out", default="bench-results",
+                   help="directory for the JSON files (default bench-results, git-ignored; "
+                   "benchmarks/results holds the published ones)")
     p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                    help="quick: textbook config, every variant (default); sweep: T, H, B sweeps "
                    "for fast and native; full: both")

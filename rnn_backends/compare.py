@@ -19,8 +19,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,12 +257,18 @@ def _run_worker_process(name: str, python: str | None, out: Path, phase: str) ->
     return True, ""
 
 
+def _log_stderr(message: str) -> None:
+    # Beside the workers' progress (standard error, inherited by worker processes), and flushed
+    # so that a pipe keeps the order.
+    print(message, file=sys.stderr, flush=True)
+
+
 def run_compare(
     out: str | Path,
     frameworks: list[str],
     spec: Spec,
     pythons: dict[str, str] | None = None,
-    log=print,
+    log: Callable[[str], None] = _log_stderr,
     allow_missing: bool = False,
 ) -> dict[str, Any]:
     """Run every worker (oracle first), then write the report. Returns the report data.
@@ -269,6 +277,10 @@ def run_compare(
     asked for that is not installed (and has no ``pythons`` entry) fails the job, unless
     ``allow_missing``; it is then only listed as not run. The report folder is held for the
     job (see :mod:`.runfolder`), and only what this job's workers wrote is read.
+
+    Each framework's training shows its progress on standard error, in this process or in its
+    worker process (which inherits standard error): a bar on a terminal, else one line per epoch
+    named after the framework.
     """
     out = Path(out)
     pythons = pythons or {}

@@ -127,7 +127,7 @@ def _backprop_direction(cell, w, xin, steps, d_out, reset_after, need_dx):
         h_prev = s["h_prev"]
         if cell == "rnn":
             d_pre["h"][t] = dh * (1.0 - s["h"] ** 2)  # tanh' = 1 - tanh^2
-            recurrent = ("h",)
+            recurrent: tuple[str, ...] = ("h",)
             dh_prev = np.zeros_like(dh)
         elif cell == "gru":
             z, r, cand = s["z"], s["r"], s["cand"]

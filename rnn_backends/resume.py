@@ -94,7 +94,7 @@ def corpus_fingerprint(ids: np.ndarray, block: int = 1 << 20) -> str:
 
 
 def _rng_state(batches: CharBatches, epoch: int) -> dict[str, Any]:
-    return batches.epoch_rng(epoch).bit_generator.state
+    return dict(batches.epoch_rng(epoch).bit_generator.state)
 
 
 def guard_output(out: Path, resume_from: Path | None, overwrite: bool) -> None:

@@ -38,9 +38,9 @@ from .memory import check_fits
 from .metrics import Meter, Perplexity
 from .optim import Optimizer, OptState, Schedule
 from .params import init_params
-from .progress import Progress
 from .resume import RunState, carry_to_tensors, guard_output, load_run, save_run
 from .runfolder import own_folder
+from .runlog import RunLog
 
 __all__ = ["Perplexity", "TrainResult", "evaluate", "train"]
 
@@ -148,7 +148,8 @@ def _initial_state(
         return ckpt.params, state
     if params is None:
         params = init_params(model_config, train_config.seed, train_config.dtype)
-    empty = {"epochs": [], "step_loss": [], "step_grad_norm": [], "step_lr": [], "step_seconds": []}
+    empty: dict[str, list[Any]] = {"epochs": [], "step_loss": [], "step_grad_norm": [],
+                                   "step_lr": [], "step_seconds": []}  # fmt: skip
     return params, RunState(history={**header, **empty})
 
 
@@ -172,17 +173,20 @@ class _Run:
     on_step: Callable[[int, float, float], None] | None = None
     checkpoint_every: int | None = None
     last_saved: int | None = None  # the step of the checkpoint on disk that this run wrote
+    log: RunLog | None = None  # progress, metrics.csv and TensorBoard (see .runlog)
 
     def save(self) -> None:
         """Write the training checkpoint and the history (nothing without an output directory)."""
         if self.out is None:
             return
+        if self.log is not None:
+            self.log.flush()  # metrics.csv must hold every row before the checkpoint
         carry = self.carry if self.batches.carries_state else None
         save_run(self.out, self.backend, self.tensors, carry, self.opt_state, self.corpus,
                  self.model_config, self.train_config, self.batches, self.state)  # fmt: skip
         self.last_saved = self.state.step
 
-    def train_epoch(self, epoch: int, bar: Progress) -> None:
+    def train_epoch(self, epoch: int) -> None:
         """The rest of ``epoch``'s training batches (all of them unless resumed mid-epoch), with
         checkpoints every ``checkpoint_every`` steps, then the epoch's perplexities."""
         if epoch != self.state.epoch:
@@ -191,8 +195,7 @@ class _Run:
         for index, (X, Y) in enumerate(self.batches.train_batches(epoch)):
             if index < self.state.batch:
                 continue  # done before the checkpoint this run resumed from
-            loss = self._step(epoch, index, X, Y)
-            bar.update(1, epoch=epoch + 1, loss=loss)
+            self._step(epoch, index, X, Y)
             if self.checkpoint_every is not None and self.state.step % self.checkpoint_every == 0:
                 self.save()
         self._record_epoch(epoch)
@@ -225,6 +228,8 @@ class _Run:
         state.history["step_grad_norm"].append(res.grad_norm)
         state.history.setdefault("step_lr", []).append(lr)  # absent from older checkpoints
         state.history["step_seconds"].append(seconds)
+        if self.log is not None:
+            self.log.step(state.step, epoch, res.loss, res.grad_norm, lr)
         if self.on_step is not None:
             self.on_step(state.step, res.loss, seconds)
         state.step += 1
@@ -251,15 +256,16 @@ class _Run:
         val_ppl = evaluate(
             self.backend, self.tensors, self.batches.val_batches(), self.batches.carries_state
         )
-        self.state.history["epochs"].append(
-            {
-                "epoch": epoch + 1,
-                "train_ppl": train_ppl.token,
-                "train_ppl_book": train_ppl.book,
-                "val_ppl": val_ppl.token,
-                "val_ppl_book": val_ppl.book,
-            }
-        )
+        record = {
+            "epoch": epoch + 1,
+            "train_ppl": train_ppl.token,
+            "train_ppl_book": train_ppl.book,
+            "val_ppl": val_ppl.token,
+            "val_ppl_book": val_ppl.book,
+        }
+        self.state.history["epochs"].append(record)
+        if self.log is not None:
+            self.log.epoch(self.state.step - 1, record)
 
     def finish(self) -> TrainResult:
         """Mark the run finished, write its last checkpoint and return the result."""
@@ -293,7 +299,10 @@ def train(
         backend: built for ``train_config.dtype`` (``get_backend(name, dtype=...)``).
         out_dir: where ``history.json`` and ``checkpoint/`` go (nothing written if None). A
             checkpoint is written at step 0, every ``checkpoint_every`` steps and at the end.
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: a progress bar on stderr (True), nothing (False), or by default a bar when
+            stderr is a terminal and else one line per epoch. With ``out_dir``, ``metrics.csv``
+            and (with tensorboard installed) TensorBoard events are written too (see
+            :mod:`rnn_backends.runlog`).
         on_step: called as ``on_step(step, loss, seconds)`` after every update.
         checkpoint_every: steps between checkpoints (None: only at the start and the end).
         resume: a checkpoint (or run) directory to continue from; the run then ends with the
@@ -330,18 +339,21 @@ def train(
         tensors, optimizer = backend.prepare(start), train_config.optimizer_spec()
         opt_state = (backend.init_opt_state(optimizer, tensors) if state.opt_state is None
                      else backend.prepare_opt_state(state.opt_state))  # fmt: skip
+        schedule = train_config.schedule_spec(batches.total_train_batches())
+        peak_lr = float(train_config.lr or 0.0)
         run = _Run(backend, corpus, model_config, train_config, batches, out, state, tensors,
-                   optimizer, train_config.schedule_spec(batches.total_train_batches()),
-                   float(train_config.lr or 0.0), opt_state,
+                   optimizer, schedule, peak_lr, opt_state,
                    carry=carry_to_tensors(backend, state.carry), on_step=on_step,
                    checkpoint_every=checkpoint_every)  # fmt: skip
-        if resume_dir is None:
-            run.save()  # step 0: the directory now belongs to this run, and a kill can resume
-        elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():
-            run.last_saved = state.step
         n_batches = batches.num_train_batches()
-        with Progress(train_config.max_epochs * n_batches, backend.name, enabled=progress) as bar:
-            bar.update(state.epoch * n_batches + state.batch)
+        resumed = resume_dir.parent if resume_dir and resume_dir.name == CHECKPOINT_DIR else None
+        with RunLog(out, backend.name, n_batches, train_config.max_epochs, progress,
+                    state.history, lr=lambda step: schedule.lr(peak_lr, step),
+                    source=resumed) as run.log:  # fmt: skip
+            if resume_dir is None:
+                run.save()  # step 0: the directory now belongs to this run, and a kill resumes
+            elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():
+                run.last_saved = state.step
             for epoch in range(state.epoch, train_config.max_epochs):
-                run.train_epoch(epoch, bar)
-        return run.finish()
+                run.train_epoch(epoch)
+            return run.finish()

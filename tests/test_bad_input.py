@@ -334,7 +334,7 @@ CASES = [
          "unknown backend 'caffe'; choose one of numpy, torch"),
     Case("framework-not-installed", lambda c: ["train", "--backend", "torch", *SIZES],
          lambda c: get_backend("torch"), BackendUnavailableError,
-         r"needs PyTorch, which is not installed here; pip install 'rnn-backends\[torch\]'",
+         r"needs PyTorch, which is not installed here; pip install -e '\.\[torch\]' in a clone",
          setup=lambda c: c.hide("torch")),
     Case("unknown-cell", _train("--cell", "transformer"),
          lambda c: ModelConfig(vocab_size=28, cell="transformer"), ConfigError,

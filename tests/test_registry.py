@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +50,41 @@ def test_missing_framework_names_the_extra(monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "mxnet" else real(name, *a)
     )
     assert "mxnet" not in rnn_backends.available_backends()
-    with pytest.raises(BackendUnavailableError, match=r"pip install 'rnn-backends\[mxnet\]'"):
+    # The package is not on PyPI: the hint installs the clone, or names the nox session.
+    with pytest.raises(BackendUnavailableError,
+                       match=r"pip install -e '\.\[mxnet\]' in a clone.*nox -s mxnet"):  # fmt: skip
         rnn_backends.get_backend("mxnet")
+
+
+@pytest.mark.parametrize("name", [n for n in registry.BACKENDS if n != "numpy"])
+def test_each_install_hint_names_an_extra_and_a_session_that_exist(name):
+    """Against pyproject.toml and noxfile.py themselves: a hint whose extra or session was
+    renamed would send users to a command that fails."""
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    sessions = re.findall(r"^def (\w+)\(session", (root / "noxfile.py").read_text(), re.M)
+    hint = registry.install_hint(name)
+    (extra,) = re.findall(r"pip install -e '\.\[(\w+)\]'", hint)
+    (session,) = re.findall(r"nox -s (\w+)", hint)
+    assert extra in extras and session in sessions
+    assert "rnn-backends[" not in hint  # the published-package form that cannot work
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        ({"numpy"}, "numpy"),
+        ({"numpy", "mxnet"}, "mxnet"),
+        ({"numpy", "mxnet", "tensorflow"}, "tensorflow"),
+        ({"numpy", "tensorflow", "jax"}, "jax"),
+        ({"numpy", "jax", "torch", "mxnet"}, "torch"),
+    ],
+)
+def test_the_default_backend_is_the_first_installed_framework(monkeypatch, installed, expected):
+    monkeypatch.setattr(registry, "is_installed", lambda name: name in installed)
+    assert registry.default_backend() == expected
 
 
 def test_aliases_and_numpy_always_available():

@@ -172,8 +172,9 @@ def _flax_linen() -> Any:
     try:
         import flax.linen as nn
     except ImportError as exc:
+        from .registry import install_hint  # the registry imports this module, not vice versa
         raise BackendUnavailableError(
-            f"the jax 'native' variant needs Flax ({exc}); pip install 'rnn-backends[jax]'"
+            f"the jax 'native' variant needs Flax ({exc}); {install_hint('jax')}"
         ) from None
     return nn
 

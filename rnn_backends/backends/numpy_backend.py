@@ -32,7 +32,7 @@ class NumpyBackend(Backend):
         return None
 
     # --- 4. autodiff: none; gradients are hand-written
-    def value_and_grad(self, fn, params, *args):  # type: ignore[override]
+    def value_and_grad(self, fn, params, *args):
         raise NotImplementedError("the oracle's gradients are hand-written; use loss_and_grads")
 
     # --- the public API, straight onto the oracle. Its state is the public one: a tuple of

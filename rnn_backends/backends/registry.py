@@ -44,6 +44,9 @@ BACKENDS: dict[str, BackendSpec] = {
 }
 ALIASES = {"pytorch": "torch", "tf": "tensorflow", "mx": "mxnet", "oracle": "numpy"}
 FRAMEWORKS = ("torch", "mxnet", "jax", "tensorflow")
+# The backend a command uses when none is named: the first of these whose framework is installed
+# (MXNet, retired, last; the NumPy oracle always works, slowly).
+DEFAULT_ORDER = ("torch", "jax", "tensorflow", "mxnet", "numpy")
 
 
 def canonical_name(name: str) -> str:
@@ -70,6 +73,20 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if is_installed(name)]
 
 
+def default_backend() -> str:
+    """The first backend of :data:`DEFAULT_ORDER` whose framework is installed here."""
+    return next(name for name in DEFAULT_ORDER if is_installed(name))
+
+
+def install_hint(name: str) -> str:
+    """How to install backend ``name``'s framework: the package is installed from a clone of its
+    repository (it is not on PyPI), or the framework's nox session builds an environment."""
+    spec = BACKENDS[canonical_name(name)]
+    if spec.extra is None:
+        return "pip install numpy"
+    return f"pip install -e '.[{spec.extra}]' in a clone of rnn-backends, or nox -s {spec.name}"
+
+
 def get_backend(
     name: str,
     dtype: str = "float64",
@@ -89,7 +106,7 @@ def get_backend(
         ConfigError: a bad dtype, device, variant or option (the message lists the accepted ones).
     """
     spec = BACKENDS[canonical_name(name)]
-    hint = f"pip install 'rnn-backends[{spec.extra}]'" if spec.extra else "pip install numpy"
+    hint = install_hint(spec.name)
     if not _has_module(spec):
         raise BackendUnavailableError(f"backend {spec.name!r} is not implemented in this version")
     if importlib.util.find_spec(spec.framework) is None:

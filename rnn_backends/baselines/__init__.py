@@ -148,8 +148,8 @@ def baselines(corpus: Corpus, train_config: TrainConfig) -> Baselines:
         if scorer.tokens:
             models[order] = scorer.tune(order)
         else:  # nothing to choose on: keep the default discounts
-            models[order] = KNModel(counts, order, DEFAULT_DISCOUNT)
-        fixed[order] = scorer.perplexity(KNModel(counts, order, DEFAULT_DISCOUNT))
+            models[order] = KNModel(counts, order, (DEFAULT_DISCOUNT,) * order)
+        fixed[order] = scorer.perplexity(KNModel(counts, order, (DEFAULT_DISCOUNT,) * order))
     ppl = {order: scorer.perplexity(m) for order, m in models.items()}
     best = None
     if scorer.tokens:

@@ -164,6 +164,8 @@ def _context_sums(
     size = len(keys[j])
     total = np.bincount(prefix, weights=counts[j + 1], minlength=size)
     types = np.bincount(prefix, minlength=size).astype(np.float64)
+    cont_total: np.ndarray  # float64: bincount with weights sums them (its stub says intp)
+    cont_types: np.ndarray
     if j + 1 < max_order:
         cont = continuation[j + 1]
         cont_total = np.bincount(prefix, weights=cont, minlength=size)

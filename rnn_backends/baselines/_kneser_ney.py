@@ -122,7 +122,8 @@ def interpolate(terms: Terms, discounts: Sequence[float], p: np.ndarray, first: 
 
 
 def _is_discount(d: Any) -> bool:
-    return isinstance(d, numbers.Real) and not isinstance(d, bool) and 0 < d <= 1  # NaN fails
+    # NaN fails the comparison.
+    return isinstance(d, numbers.Real) and not isinstance(d, bool) and 0 < float(d) <= 1
 
 
 def _check_discounts(discounts: Any, order: int) -> tuple[float, ...]:
@@ -210,4 +211,5 @@ def fit_kneser_ney(
     ``discounts``: one D for every order, or one per order 1..order, each in (0, 1].
     """
     check_order(order, minimum=0)
-    return KNModel(count_ngrams(train_ids, vocab_size, max(order, 1)), order, discounts)
+    counts = count_ngrams(train_ids, vocab_size, max(order, 1))
+    return KNModel(counts, order, _check_discounts(discounts, order))
