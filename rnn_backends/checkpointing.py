@@ -9,11 +9,23 @@ clears such orphans when the next run starts.
 
 A checkpoint is a directory:
 
-* ``params-<sha256[:16]>.npz``: the weights (and arrays that are not parameters, such as a
-  carried hidden state, under the prefix ``aux:``), never pickled;
+* ``params.npz`` (:data:`PARAMS_FILE`, a stable name: ``np.load(".../params.npz")`` works): the
+  weights under the book's names (and arrays that are not parameters, such as a carried hidden
+  state, under the prefix ``aux:``), never pickled;
 * ``checkpoint.json``: the format version, model and training configs, vocabulary, step, dtype,
   free-form ``extra`` (a training run keeps its position there, see :mod:`.resume`), the name of
-  the weights file and its SHA-256. It is renamed last, so it always names a complete weights file.
+  the weights file and its SHA-256.
+
+How a write stays crash-safe with a fixed weights name (:func:`save_checkpoint`): the new weights
+are first staged as ``params-<sha256[:16]>.npz``; then ``checkpoint.json``, which records their
+SHA-256, replaces the old one (the commit); then the staged file is renamed over ``params.npz``
+and other ``params-*.npz`` files are removed. Every step is an atomic rename followed by a fsync of
+the folder. The rule a reader follows (:func:`weights_path`): the staged name derived from the
+recorded SHA-256 if that file exists (a write stopped between the commit and the last rename),
+else ``params.npz``. A kill before the commit leaves the old metadata, which names no staged file,
+so the old ``params.npz`` is read; a kill after it leaves the new metadata with the staged file, or
+the new ``params.npz`` once renamed. Checkpoints of earlier versions, whose weights are
+``params-<sha256[:16]>.npz`` only, load by the same rule.
 
 A run directory written by training holds ``checkpoint/`` and ``history.json``.
 """
@@ -43,6 +55,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = 1
 META_FILE = "checkpoint.json"
+PARAMS_FILE = "params.npz"  # the weights inside a checkpoint (see the module docstring)
+STAGED_PREFIX = "params-"  # params-<sha256[:16]>.npz: weights staged before the commit
 AUX_PREFIX = "aux:"  # names in the weights file that are not parameters (e.g. a carried state)
 CHECKPOINT_DIR = "checkpoint"  # inside a run directory
 HISTORY_FILE = "history.json"  # inside a run directory
@@ -113,7 +127,7 @@ def remove_stale_temporaries(out: Path) -> None:
     """
     for folder, prefixes in (
         (out, (HISTORY_FILE,)),
-        (out / CHECKPOINT_DIR, ("params-", META_FILE)),
+        (out / CHECKPOINT_DIR, (STAGED_PREFIX, META_FILE)),
     ):
         if not folder.is_dir():
             continue
@@ -177,9 +191,9 @@ def _writable_dir(out: Path) -> None:
 def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``directory`` (created if needed) atomically.
 
-    The weights go to a new ``params-<hash>.npz`` first, then ``checkpoint.json`` (which names it
-    and records its SHA-256) replaces the old one, and only then is the previous weights file
-    removed: a crash at any point leaves a loadable checkpoint.
+    The weights end up in ``params.npz``; the order of the renames (staged weights, the metadata
+    as the commit, then the staged weights over ``params.npz``; see the module docstring) means a
+    crash at any point leaves a loadable checkpoint, the old one or the new one.
 
     Raises:
         NonFiniteError: a parameter or array is NaN/Inf (nothing is written then).
@@ -190,7 +204,6 @@ def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path
     _refuse_non_finite(ckpt, out)
     blob = _weights_blob(ckpt)
     sha = hashlib.sha256(blob).hexdigest()
-    params_name = f"params-{sha[:16]}.npz"  # versioned, so the JSON always names a whole file
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model_config": ckpt.model_config.to_dict(),
@@ -200,14 +213,36 @@ def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path
         "params_sha256": sha,
         "dtype": str(next(iter(ckpt.params.values())).dtype),
         "extra": ckpt.extra,
-        "params_file": params_name,
+        "params_file": PARAMS_FILE,
     }
-    write_atomic(out / params_name, blob)
-    write_json(out / META_FILE, meta)
-    for old in out.glob("params-*.npz"):
-        if old.name != params_name:
-            old.unlink(missing_ok=True)
+    staged = out / _staged_name(sha)
+    write_atomic(staged, blob)
+    write_json(out / META_FILE, meta)  # the commit: from here on the new weights are the ones
+    os.replace(staged, out / PARAMS_FILE)
+    _fsync_dir(out)
+    for old in out.glob(f"{STAGED_PREFIX}*.npz"):  # older versions' files, or a killed write's
+        old.unlink(missing_ok=True)
     return out
+
+
+def _staged_name(sha: str) -> str:
+    return f"{STAGED_PREFIX}{sha[:16]}.npz"
+
+
+def weights_path(directory: str | os.PathLike[str], meta: dict[str, Any]) -> Path:
+    """The file that holds the weights ``meta`` (a parsed ``checkpoint.json``) records: the
+    staged ``params-<sha256[:16]>.npz`` when it exists, else ``params.npz``.
+
+    The name comes from the recorded checksum, never from a path in the metadata, so it cannot
+    point outside ``directory``. The caller still verifies the file's SHA-256.
+    """
+    src = Path(directory)
+    sha = meta.get("params_sha256")
+    if isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha):
+        staged = src / _staged_name(sha)
+        if staged.is_file():
+            return staged
+    return src / PARAMS_FILE
 
 
 def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
@@ -261,7 +296,7 @@ def _load_metadata(src: Path) -> tuple[dict[str, Any], ModelConfig, TrainConfig 
 
 def _load_weights(src: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
     """Every array of the weights file ``meta`` names, after its SHA-256 is checked."""
-    path = src / meta["params_file"]
+    path = weights_path(src, meta)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(src)!r} lacks its weights {path.name}")
     blob = path.read_bytes()
