@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,11 @@ def build(weights: Weights, state_input: bool = False) -> keras.Model:
 
 def to_bytes(model: keras.Model) -> bytes:
     """The ``.keras`` file of ``model`` (Keras writes only to paths: through a temporary one)."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # Saving calls np.array on Keras variables, whose __array__ lacks NumPy 2's copy
+        # keyword; NumPy warns and copies, which is what saving needs anyway.
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
+                                category=DeprecationWarning)
         path = Path(tmp) / "model.keras"
         model.save(path)
         return path.read_bytes()
