@@ -120,9 +120,12 @@ def _run_keras(model, X, state, dtype):
 
 
 def _run_flax(model, X, state, dtype):
+    import jax
+
     module, variables = model
     state = None if state is None else tuple(s.astype(dtype) for s in state)
-    logits, final = module.apply(variables, X, state)
+    # Compiled, as a JAX user would run it (and quicker than Flax's eager scan here).
+    logits, final = jax.jit(module.apply)(variables, X, state)
     return np.asarray(logits), tuple(np.asarray(f) for f in final)
 
 
@@ -204,7 +207,7 @@ def test_flax_variables_have_the_structure_init_gives(framework_name, tmp_path):
         directory, cfg, _ = _checkpoint(key, tmp_path / key)
         module, variables = to_flax(directory)
         X, _ = _inputs(cfg)
-        fresh = module.init(jax.random.PRNGKey(0), X)
+        fresh = jax.eval_shape(module.init, jax.random.PRNGKey(0), X)  # shapes, no values
         assert jax.tree.structure(fresh) == jax.tree.structure(variables)
         shapes = jax.tree.map(lambda a: a.shape, fresh)
         assert jax.tree.map(lambda a: a.shape, variables) == shapes
@@ -243,10 +246,11 @@ RELOAD = {
             return lambda X: np.asarray(model(X.astype(np.int32))["logits"])
     """,
     "flax": """
+        import jax
         from rnn_backends.export import load_flax
         def load(path, *_):
             module, variables = load_flax(path)
-            return lambda X: np.asarray(module.apply(variables, X)[0])
+            return lambda X: np.asarray(jax.jit(module.apply)(variables, X)[0])
     """,
     "gluon": """
         import warnings
