@@ -102,7 +102,8 @@ def core_numpy1(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def torch(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install(".[torch,test]")
+    # safetensors: tests/test_export.py reads the package's safetensors files with it.
+    session.install(".[torch,test]", "safetensors>=0.4")
     _pytest(session, "torch")
 
 
