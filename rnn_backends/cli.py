@@ -292,8 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     from .export import TARGETS
 
-    ex = sub.add_parser("export", help="write a checkpoint as a torch, Keras, Flax or Gluon "
-                        "model, or a safetensors or npz file")  # fmt: skip
+    ex = sub.add_parser("export", help="a checkpoint as a framework's model or a weights file")
     ex.add_argument("--checkpoint", required=True,
                     help="a checkpoint directory, or the --out directory of a train run")
     ex.add_argument("--to", required=True, choices=TARGETS,

@@ -185,7 +185,7 @@ def test_help_lists_the_commands_but_not_the_worker():
     out = run_cli("--help")
     assert out.returncode == 0
     listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("    ")]
-    assert listed == ["info", "train", "generate", "compare", "bench"]
+    assert listed == ["info", "train", "generate", "export", "compare", "bench"]
     assert "compare-worker" not in out.stdout and "SUPPRESS" not in out.stdout
     # Hidden, not gone: the compare job still starts it.
     assert "--phase" in run_cli("compare-worker", "--help").stdout
