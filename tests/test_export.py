@@ -498,9 +498,14 @@ def test_other_mistakes_exit_2_and_write_nothing(capsys, tmp_path):
 
 
 def test_bare_parameters_export_with_their_gru_convention(tmp_path):
+    from rnn_backends.export import to_flax, to_gluon, to_torch
+
     _, cfg, params = _checkpoint("gru_before", tmp_path / "ckpt")
     with pytest.raises(ConfigError, match="export to keras"):
         save(params, "torch", tmp_path / "m.pt", gru_reset_after=False)
+    for to in (to_torch, to_flax, to_gluon):  # refused before the framework is imported
+        with pytest.raises(ConfigError, match="export to keras"):
+            to(params, gru_reset_after=False)
     save(params, "npz", tmp_path / "m.npz", gru_reset_after=False)
     with pytest.raises(ConfigError, match="read from the checkpoint"):
         save(tmp_path / "ckpt", "npz", tmp_path / "n.npz", gru_reset_after=True)

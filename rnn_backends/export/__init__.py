@@ -110,7 +110,8 @@ def to_torch(source: Source, *, gru_reset_after: bool | None = None) -> Any:
     """A ``torch.nn.Module`` (``CharRNN``: ``nn.RNN``/``GRU``/``LSTM`` + ``nn.Linear``) holding
     the weights of ``source``, in evaluation mode; ``module(ids)`` returns logits (B, T, V) and
     h (L * D, B, H), or (h, c) for the LSTM. ``gru_reset_after`` only for bare parameters."""
-    return _framework("torch").build(_weights(source, "torch", gru_reset_after))
+    weights = _weights(source, "torch", gru_reset_after)  # refused before the import
+    return _framework("torch").build(weights)
 
 
 def to_keras(
@@ -118,19 +119,22 @@ def to_keras(
 ) -> Any:
     """A ``keras.Model`` holding the weights of ``source``: input ``"ids"`` (B, T) (and, with
     ``state_input``, ``"h"``/``"c"`` (B, L * D, H)); outputs ``"logits"``, ``"h"`` (, ``"c"``)."""
-    return _framework("keras").build(_weights(source, "keras", gru_reset_after), state_input)
+    weights = _weights(source, "keras", gru_reset_after)
+    return _framework("keras").build(weights, state_input)
 
 
 def to_flax(source: Source, *, gru_reset_after: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """``(module, variables)``: a ``flax.linen`` module and ``{"params": ...}``;
     ``module.apply(variables, ids)`` returns logits and ``(h,)`` or ``(h, c)``."""
-    return _framework("flax").build(_weights(source, "flax", gru_reset_after))
+    weights = _weights(source, "flax", gru_reset_after)  # refused before the import
+    return _framework("flax").build(weights)
 
 
 def to_gluon(source: Source, *, gru_reset_after: bool | None = None) -> Any:
     """A hybridized Gluon ``HybridBlock``; ``net(ids, *net.begin_state(B))`` returns logits and
     the final state tensors."""
-    return _framework("gluon").build(_weights(source, "gluon", gru_reset_after))
+    weights = _weights(source, "gluon", gru_reset_after)  # refused before the import
+    return _framework("gluon").build(weights)
 
 
 def load_torch(path: str | os.PathLike[str]) -> Any:
