@@ -147,7 +147,8 @@ def core_numpy1(session: nox.Session) -> None:
 def torch(session: nox.Session) -> None:
     """The tests owned by torch: its instances of the shared tests (no file of its own)."""
     session.install(TORCH)
-    session.install(".[torch,test]")
+    # safetensors: tests/test_export.py reads the package's safetensors files with it.
+    session.install(".[torch,test]", "safetensors>=0.4")
     _pytest(session)
 
 

@@ -11,12 +11,23 @@ when the next run in that folder starts.
 
 A checkpoint is a directory:
 
-* ``params-<sha256[:16]>.npz``: the weights (and arrays that are not parameters, such as a
-  carried hidden state, under the prefix ``aux:``), uncompressed, never pickled;
+* ``params.npz`` (:data:`PARAMS_FILE`, a stable name: ``np.load(".../params.npz")`` works): the
+  weights under the book's names (and arrays that are not parameters, such as a carried hidden
+  state, under the prefix ``aux:``), uncompressed, never pickled;
 * ``checkpoint.json``: the format version, model and training configs, vocabulary, step, dtype,
   free-form ``extra`` (a training run keeps its position there, see :mod:`.resume`), the shapes
-  of the ``aux:`` arrays, the name of the weights file and its SHA-256. It is renamed last, so it
-  always names a complete weights file.
+  of the ``aux:`` arrays, the name of the weights file and its SHA-256.
+
+How a write stays crash-safe with a fixed weights name (:func:`save_checkpoint`): the new weights
+are first staged as ``params-<sha256[:16]>.npz``; then ``checkpoint.json``, which records their
+SHA-256, replaces the old one (the commit); then the staged file is renamed over ``params.npz``
+and other staged files of this package's naming are removed. Every step is an atomic rename
+followed by a fsync of the folder. The rule a reader follows (:func:`weights_name`): the staged
+name derived from the recorded SHA-256 if that file exists (a write stopped between the commit
+and the last rename), else ``params.npz``. A kill before the commit leaves the old metadata, which
+names no staged file, so the old ``params.npz`` is read; a kill after it leaves the new metadata
+with the staged file, or the new ``params.npz`` once renamed. Checkpoints of earlier versions,
+whose metadata names ``params-<sha256[:16]>.npz``, load by the same rule.
 
 Loading treats a checkpoint as untrusted input (:func:`load_checkpoint`): it opens only the two
 regular files of the directory (never a symbolic link, never a path named inside it), checks the
@@ -66,6 +77,8 @@ if TYPE_CHECKING:
     from .data.vocab import Vocab
 
 META_FILE = "checkpoint.json"
+PARAMS_FILE = "params.npz"  # the weights inside a checkpoint (see the module docstring)
+STAGED_PREFIX = "params-"  # params-<sha256[:16]>.npz: weights staged before the commit
 AUX_PREFIX = "aux:"  # names in the weights file that are not parameters (e.g. a carried state)
 CHECKPOINT_DIR = "checkpoint"  # inside a run directory
 HISTORY_FILE = "history.json"  # inside a run directory
@@ -279,23 +292,31 @@ def _writable_dir(out: Path) -> None:
 
 
 def _previous_weights(out: Path) -> tuple[str | None, int | None]:
-    """The weights file and step the checkpoint now in ``out`` names, when it is one this
-    package wrote (a valid name); (None, None) otherwise."""
+    """The staged weights file the checkpoint now in ``out`` may still need (the name derived
+    from its recorded SHA-256: a write stopped between the commit and the last rename left the
+    current weights there) and its step; (None, None) without a readable checkpoint."""
     meta = read_metadata(out)
     if meta is None:
         return None, None
-    name, step = meta.get("params_file"), meta.get("step")
-    ok = isinstance(name, str) and WEIGHTS_NAME.fullmatch(name)
-    return (name if ok else None), (step if isinstance(step, int) else None)
+    sha, step = meta.get("params_sha256"), meta.get("step")
+    ok = isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None
+    return (_staged_name(sha) if ok else None), (step if isinstance(step, int) else None)
+
+
+def _remove_staged(out: Path, keep: str | None) -> None:
+    """Delete the staged weights files of this package's naming in ``out`` but ``keep``."""
+    for path in out.iterdir():
+        if WEIGHTS_NAME.fullmatch(path.name) and path.name != keep and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``directory`` (created if needed) atomically.
 
-    The weights go to a new ``params-<hash>.npz`` first, then ``checkpoint.json`` (which names it
-    and records its SHA-256) replaces the old one, and only then is the previous weights file
-    (the one the old ``checkpoint.json`` named) removed: a crash at any point leaves a loadable
-    checkpoint, and no other file in the directory is touched.
+    The weights end up in ``params.npz``; the order of the renames (staged weights, the metadata
+    as the commit, then the staged weights over ``params.npz``; see the module docstring) means a
+    crash at any point leaves a loadable checkpoint, the old one or the new one, and no file in
+    the directory other than this package's weights is touched.
 
     Raises:
         NonFiniteError: a parameter or array is NaN/Inf (nothing is written then).
@@ -309,7 +330,6 @@ def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path
     dtype = _check_to_save(ckpt)
     blob = _weights_blob(ckpt)
     sha = hashlib.sha256(blob).hexdigest()
-    params_name = f"params-{sha[:16]}.npz"  # versioned, so the JSON always names a whole file
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model_config": ckpt.model_config.to_dict(),
@@ -319,27 +339,41 @@ def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path
         "params_sha256": sha,
         "dtype": dtype,
         "extra": ckpt.extra,
-        "params_file": params_name,
+        "params_file": PARAMS_FILE,
         "arrays": {k: {"shape": list(np.shape(v)), "dtype": dtype} for k, v in ckpt.arrays.items()},
     }
-    old, old_step = _previous_weights(out)
+    _, old_step = _previous_weights(out)
+    staged = out / _staged_name(sha)
     try:
-        write_atomic(out / params_name, blob)
+        write_atomic(staged, blob)
         try:
-            write_json(out / META_FILE, meta)
+            write_json(out / META_FILE, meta)  # the commit: from here the new weights are the ones
         except BaseException:
-            if old != params_name:  # the new weights, which no metadata names
-                (out / params_name).unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)  # the new weights, which no metadata names
             raise
     except DiskFullError as exc:
-        kept = f"the checkpoint of step {old_step} there is intact" if old else "none was before"
+        kept = f"the checkpoint of step {old_step} there is intact" if old_step is not None else (
+            "none was before")
         raise DiskFullError(
             f"no space left on the device holding {str(out)!r}: the checkpoint of step "
             f"{ckpt.step} was not written and {kept}; free some space, then resume"
         ) from exc.__cause__
-    if old is not None and old != params_name:
-        (out / old).unlink(missing_ok=True)
+    os.replace(staged, out / PARAMS_FILE)
+    _fsync_dir(out)
+    _remove_staged(out, keep=None)
     return out
+
+
+def _staged_name(sha: str) -> str:
+    return f"{STAGED_PREFIX}{sha[:16]}.npz"
+
+
+def weights_name(src: Path, sha: str, recorded: str) -> str:
+    """The file of ``src`` that holds the weights a checkpoint.json records (``sha``, the file
+    name ``recorded``): the staged ``params-<sha256[:16]>.npz`` when it exists, else
+    ``recorded`` (``params.npz``). The caller still verifies the file's SHA-256."""
+    staged = _staged_name(sha)
+    return staged if os.path.lexists(src / staged) else recorded
 
 
 def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
@@ -423,6 +457,11 @@ class _WeightsGone(Exception):
     """The weights file the metadata names is not there (a writer may have just replaced it)."""
 
 
+class _Mismatch(CheckpointError):
+    """The weights' SHA-256 is not the recorded one: corrupted, or replaced by a writer since the
+    metadata was read (then the metadata has changed too)."""
+
+
 def _hash_bounded(fd: int, size: int) -> str:
     digest, left = hashlib.sha256(), size
     while left > 0:
@@ -437,34 +476,35 @@ def _hash_bounded(fd: int, size: int) -> str:
 def _read_weights(src: Path, meta: Metadata) -> dict[str, np.ndarray]:
     """Every array of the weights file ``meta`` names: its size bounded by the model's, its
     SHA-256 checked, each member checked before it is read (:func:`.npzread.read_npz`)."""
-    opened = _open_regular(src, meta.params_file)
+    name = weights_name(src, meta.params_sha256, meta.params_file)
+    opened = _open_regular(src, name)
     if opened is None:
-        raise _WeightsGone
+        raise _WeightsGone(name)
     fd, size = opened
     try:
         expected = _expected_members(src, meta, size)
         least, most = size_bounds(expected)
         if size > most:
-            raise _refusal(src, meta.params_file, f"it is {size} bytes, more than the {most} a "
+            raise _refusal(src, name, f"it is {size} bytes, more than the {most} a "
                            "checkpoint of this model takes")  # fmt: skip
         if _hash_bounded(fd, size) != meta.params_sha256:
-            raise CheckpointError(
-                f"checkpoint weights {str(src / meta.params_file)!r} are truncated or corrupted "
+            raise _Mismatch(
+                f"checkpoint weights {str(src / name)!r} are truncated or corrupted "
                 "(checksum mismatch); use an earlier checkpoint"
             )
         if size < least:
-            raise _refusal(src, meta.params_file, f"the model in {META_FILE} needs {least} bytes "
+            raise _refusal(src, name, f"the model in {META_FILE} needs {least} bytes "
                            f"of weights but the weights file has {size}")  # fmt: skip
         os.lseek(fd, 0, os.SEEK_SET)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             arrays = read_npz(fh, size, expected)
     except Invalid as exc:
-        raise _refusal(src, meta.params_file, str(exc)) from None
+        raise _refusal(src, name, str(exc)) from None
     finally:
         os.close(fd)
-    for name, value in arrays.items():
+    for key, value in arrays.items():
         if not np.all(np.isfinite(value)):
-            raise _refusal(src, meta.params_file, f"{name} is not finite (NaN or Inf)")
+            raise _refusal(src, name, f"{key} is not finite (NaN or Inf)")
     return arrays
 
 
@@ -508,11 +548,14 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
         try:
             stored = _read_weights(src, meta)
             break
-        except _WeightsGone:
-            if attempt == 2 or _read_metadata(src).params_file == meta.params_file:
+        except (_WeightsGone, _Mismatch) as exc:
+            # A writer committing its next checkpoint meanwhile changes the recorded checksum:
+            # then read again; otherwise the weights really are missing or corrupted.
+            if attempt == 2 or _read_metadata(src).params_sha256 == meta.params_sha256:
+                if isinstance(exc, _Mismatch):
+                    raise CheckpointError(str(exc)) from None
                 raise CheckpointError(
-                    f"checkpoint {str(src)!r} lacks its weights {meta.params_file}; use an "
-                    "earlier checkpoint"
+                    f"checkpoint {str(src)!r} lacks its weights {exc}; use an earlier checkpoint"
                 ) from None
     params = {k: v for k, v in stored.items() if not k.startswith(AUX_PREFIX)}
     arrays = {k[len(AUX_PREFIX) :]: v for k, v in stored.items() if k.startswith(AUX_PREFIX)}

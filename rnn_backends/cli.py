@@ -1,4 +1,4 @@
-"""Command line: ``rnn-backends info | train | generate | compare | bench`` (also
+"""Command line: ``rnn-backends info | train | generate | export | compare | bench`` (also
 ``python -m rnn_backends``). ``compare-worker`` is internal: the compare job starts it in each
 framework's environment, and ``--help`` does not list it.
 
@@ -332,6 +332,34 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=cmd_generate)
 
 
+# --- export --------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import save
+
+    for path in save(args.checkpoint, args.to, args.out, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    from .export import TARGETS
+
+    ex = sub.add_parser("export", help="a checkpoint as a framework's model or a weights file")
+    ex.add_argument("--checkpoint", required=True,
+                    help="a checkpoint directory, or the --out directory of a train run")
+    ex.add_argument("--to", required=True, choices=TARGETS,
+                    help="torch: torch.save of an nn.Module's state dict and config; keras: a "
+                    ".keras model; flax: msgpack of params and config; gluon: HybridBlock.export;"
+                    " safetensors, npz: the weights under the book's names")
+    ex.add_argument("--out", required=True,
+                    help="the file to write (keras: a name ending in .keras; gluon: the prefix "
+                    "of PREFIX-symbol.json and PREFIX-0000.params)")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing files")
+    ex.set_defaults(func=cmd_export)
+
+
 # --- compare -------------------------------------------------------------------------------------
 
 
@@ -472,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     # metavar: the usage line names the listed commands only (not compare-worker).
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="COMMAND")
-    for add in (_add_info, _add_train, _add_generate, _add_compare, _add_bench,
+    for add in (_add_info, _add_train, _add_generate, _add_export, _add_compare, _add_bench,
                 _add_compare_worker):
         add(sub)
     return parser

@@ -140,12 +140,12 @@ def _generate(ctx: Ctx, prefix: str = "the", num_preds: int = 5, temperature=Non
 
 
 def _truncate_weights(ctx: Ctx) -> None:
-    weights = next(ctx.ckpt.glob("params-*.npz"))
+    weights = ctx.ckpt / "params.npz"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
 
 
 def _flip_a_weight_byte(ctx: Ctx) -> None:
-    weights = next(ctx.ckpt.glob("params-*.npz"))
+    weights = ctx.ckpt / "params.npz"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))

@@ -94,7 +94,7 @@ def test_generate_errors_through_a_real_process(tmp_path):
         out = run_cli("generate", "--checkpoint", ck, "--prefix", "the", *args)
         assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
-    weights = next((tmp_path / "checkpoint").glob("params-*.npz"))
+    weights = tmp_path / "checkpoint" / "params.npz"
     weights.write_bytes(weights.read_bytes()[:100])
     out = run_cli("generate", "--checkpoint", ck, "--prefix", "the")
     assert out.returncode == 2 and "truncated or corrupted" in out.stderr
@@ -260,7 +260,7 @@ def test_help_lists_the_commands_but_not_the_worker():
     out = run_cli("--help")
     assert out.returncode == 0
     listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("    ")]
-    assert listed == ["info", "train", "generate", "compare", "bench"]
+    assert listed == ["info", "train", "generate", "export", "compare", "bench"]
     assert "compare-worker" not in out.stdout and "SUPPRESS" not in out.stdout
     # Hidden, not gone: the compare job still starts it.
     assert "--phase" in run_cli("compare-worker", "--help").stdout

@@ -147,13 +147,13 @@ def test_flax_parameter_tree_is_the_one_the_adapter_fills(cell):
     """If Flax renames or reshapes its cells' parameters, apply() would fail or misread them:
     compare the tree the adapter fills from canonical weights with the one Flax initialises."""
     nn = pytest.importorskip("flax.linen")
-    from rnn_backends.backends.jax_backend import _flax_cell_params
+    from rnn_backends.backends.jax_backend import flax_cell_params
 
     cfg = ModelConfig(vocab_size=6, hidden_size=4, cell=cell)
     make = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}[cell]
     inputs = jnp.zeros((2, 3, cfg.vocab_size), jnp.float32)  # Flax's default param dtype
     tree = nn.RNN(make(features=cfg.hidden_size)).init(jax.random.key(0), inputs)["params"]
-    filled = {"cell": _flax_cell_params(cell, init_params(cfg))}
+    filled = {"cell": flax_cell_params(cell, init_params(cfg))}
     shapes = partial(jax.tree_util.tree_map, lambda a: a.shape)
     assert shapes(filled) == shapes(tree)
 

@@ -127,7 +127,8 @@ class JaxBackend(Backend):
         # The weights enter through apply() rather than init(), so they are ordinary inputs of a
         # pure function and autodiff carries their gradients back to the canonical arrays.
         weights = [
-            {"cell": _flax_cell_params(model.cell, _direction(params, layer, d))} for d in range(D)
+            {"cell": flax_cell_params(model.cell, direction_params(params, layer, d))}
+            for d in range(D)
         ]
         if D == 1:
             last, x = self._flax_rnn(nn, model).apply(
@@ -145,6 +146,14 @@ class JaxBackend(Backend):
         return x, [last_f, last_b]
 
     def _flax_rnn(self, nn: Any, model: ModelConfig) -> Any:
+        cell = self.flax_cell(nn, model, self.tensor_dtype)
+        # nn.RNN scans the cell over axis 1 of batch-major (B, T, ...) inputs; return_carry gives
+        # (final carry, outputs).
+        return nn.RNN(cell, time_major=False, return_carry=True, unroll=self.unroll)
+
+    @staticmethod
+    def flax_cell(nn: Any, model: ModelConfig, dtype: Any) -> Any:
+        """The Flax cell of ``model`` (shared with :mod:`rnn_backends.export`)."""
         # Activations named explicitly so a changed default can't slip through silently (as
         # Gluon's relu did). The cells pass no `precision` to their Dense layers, so they run at
         # the global "highest" set in _place.
@@ -153,11 +162,7 @@ class JaxBackend(Backend):
             "gru": partial(nn.GRUCell, gate_fn=jax.nn.sigmoid, activation_fn=jnp.tanh),
             "lstm": partial(nn.LSTMCell, gate_fn=jax.nn.sigmoid, activation_fn=jnp.tanh),
         }
-        dtype = self.tensor_dtype
-        cell = kinds[model.cell](features=model.hidden_size, dtype=dtype, param_dtype=dtype)
-        # nn.RNN scans the cell over axis 1 of batch-major (B, T, ...) inputs; return_carry gives
-        # (final carry, outputs).
-        return nn.RNN(cell, time_major=False, return_carry=True, unroll=self.unroll)
+        return kinds[model.cell](features=model.hidden_size, dtype=dtype, param_dtype=dtype)
 
     # --- 6. compilation: jax.jit ---------------------------------------------------------------
     # One program per kind, unroll and (for the step) optimizer, traced once per shape. The
@@ -179,15 +184,16 @@ def _flax_linen() -> Any:
     return nn
 
 
-def _direction(params: dict[str, Any], layer: int, d: int) -> dict[str, Any]:
+def direction_params(params: dict[str, Any], layer: int, d: int) -> dict[str, Any]:
     """One layer direction's weights under their unprefixed names (``W_xh``, ...)."""
     pre = layer_prefix(layer, d)
     return {k[len(pre):]: v for k, v in params.items()
             if k.startswith(pre) and "." not in k[len(pre):]}
 
 
-def _flax_cell_params(cell: str, w: dict[str, Any]) -> dict[str, Any]:
-    """One direction's canonical weights (unprefixed names) as the Flax cell's parameters.
+def flax_cell_params(cell: str, w: dict[str, Any]) -> dict[str, Any]:
+    """One direction's canonical weights (unprefixed names) as the Flax cell's parameters (the one
+    mapping, shared with :mod:`rnn_backends.export`).
 
     Flax's cells hold one Dense layer per gate and side, kernels (in_features, H) in the book's
     orientation, so nothing is transposed: ``i<n>`` reads x and ``h<n>`` reads h for the gate

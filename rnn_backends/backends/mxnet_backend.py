@@ -13,6 +13,7 @@ Quirks handled here, each next to the code it affects:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import mxnet as mx
@@ -28,6 +29,8 @@ from .mxnet_ops import MxnetFastOps, MxnetOps
 
 # Where the native layer put a canonical weight: (Gluon parameter, gate block, number of gates).
 Route = tuple[gluon.Parameter, int, int]
+# A Gluon parameter's attribute name on the layer, the canonical names in it, and its value.
+GluonWeight = tuple[str, list[str], Any]
 
 
 class MxnetBackend(Backend):
@@ -103,15 +106,7 @@ class MxnetBackend(Backend):
         """The hybridized Gluon layer for ``model``, made once."""
 
         def make() -> gluon.HybridBlock:
-            options = {"num_layers": model.num_layers, "bidirectional": model.bidirectional,
-                       "layout": "NTC", "input_size": model.vocab_size, "dtype": self.dtype}
-            if model.cell == "rnn":
-                # activation must be explicit: Gluon's rnn.RNN defaults to relu.
-                layer = gluon.rnn.RNN(model.hidden_size, activation="tanh", **options)
-            elif model.cell == "gru":
-                layer = gluon.rnn.GRU(model.hidden_size, **options)
-            else:
-                layer = gluon.rnn.LSTM(model.hidden_size, **options)
+            layer = self.gluon_layer(model, self.dtype)
             # Gluon's default uniform initializer fails for float64 under set_np(); the values
             # are overwritten before every use anyway.
             layer.initialize(mx.init.Zero(), ctx=self._ctx)
@@ -126,28 +121,52 @@ class MxnetBackend(Backend):
 
         return self._cached(("native", model), make)
 
+    @staticmethod
+    def gluon_layer(model: ModelConfig, dtype: str) -> gluon.HybridBlock:
+        """The Gluon layer of ``model``, uninitialized (shared with :mod:`rnn_backends.export`)."""
+        options = {"num_layers": model.num_layers, "bidirectional": model.bidirectional,
+                   "layout": "NTC", "input_size": model.vocab_size, "dtype": dtype}
+        if model.cell == "rnn":
+            # activation must be explicit: Gluon's rnn.RNN defaults to relu.
+            return gluon.rnn.RNN(model.hidden_size, activation="tanh", **options)
+        if model.cell == "gru":
+            return gluon.rnn.GRU(model.hidden_size, **options)
+        return gluon.rnn.LSTM(model.hidden_size, **options)
+
+    @staticmethod
+    def gluon_weights(model: ModelConfig, params: dict[str, Any]) -> Iterator[GluonWeight]:
+        """Each Gluon parameter of the layer the canonical weights fill: its attribute name on
+        the layer, the canonical names in its gate blocks, and its value (the one mapping, shared
+        with :mod:`rnn_backends.export`).
+
+        Gluon computes x W_i2h^T + b_i2h + h W_h2h^T + b_h2h per gate: weights transposed, the
+        gates stacked along the rows in ``CellSpec.gluon_gates`` order; every ``h2h_bias`` stays
+        zero. Gluon names the backward direction ``r<k>``.
+        """
+        gates = CELL_SPECS[model.cell].gluon_gates
+        for index in range(model.num_layers):
+            for d in range(model.num_directions):
+                pre, gluon_pre = layer_prefix(index, d), f"{'r' if d else 'l'}{index}_"
+                for gluon_name, kind in (("i2h_weight", "W_x"), ("h2h_weight", "W_h"),
+                                         ("i2h_bias", "b_")):
+                    names = [pre + kind + g for g in gates]
+                    parts = [params[n].T if kind != "b_" else params[n] for n in names]
+                    yield gluon_pre + gluon_name, names, mnp.concatenate(parts, axis=0)
+
     def _load_native(self, layer: Any, model: ModelConfig, params: dict[str, Any]) -> None:
         """Copy the canonical weights into the Gluon layer and record their routes.
 
         Gluon 1.x parameters own their storage, so autodiff cannot flow from our arrays into the
-        layer. The weights are copied in off the graph, transposed, with the gates stacked along
-        the rows in ``CellSpec.gluon_gates`` order; ``value_and_grad`` reads the gradients back
-        from the layer under canonical names. Gluon names the backward direction ``r<k>``.
+        layer. The weights are copied in off the graph (:meth:`gluon_weights`);
+        ``value_and_grad`` reads the gradients back from the layer under canonical names.
         """
-        gates = CELL_SPECS[model.cell].gluon_gates
         routes: dict[str, Route] = {}
         with autograd.pause():
-            for index in range(model.num_layers):
-                for d in range(model.num_directions):
-                    pre, gluon_pre = layer_prefix(index, d), f"{'r' if d else 'l'}{index}_"
-                    for gluon_name, kind in (("i2h_weight", "W_x"), ("h2h_weight", "W_h"),
-                                             ("i2h_bias", "b_")):
-                        param = getattr(layer, gluon_pre + gluon_name)
-                        names = [pre + kind + g for g in gates]
-                        parts = [params[n].T if kind != "b_" else params[n] for n in names]
-                        param.set_data(mnp.concatenate(parts, axis=0))
-                        for k, n in enumerate(names):
-                            routes[n] = (param, k, len(gates))
+            for attr, names, value in self.gluon_weights(model, params):
+                param = getattr(layer, attr)
+                param.set_data(value)
+                for k, n in enumerate(names):
+                    routes[n] = (param, k, len(names))
         self._routes = routes
 
     def _native_forward(self, params, X, h0):

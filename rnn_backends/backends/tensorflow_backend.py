@@ -105,13 +105,19 @@ class TensorflowBackend(Backend):
                     f"the native variant needs Keras on its TensorFlow backend, but KERAS_BACKEND "
                     f"is {keras.backend.backend()!r}; unset KERAS_BACKEND or use variant 'fast'"
                 )
-            return [self._keras_layer(keras, model, k) for k in range(model.num_layers)]
+            return [self.keras_layer(keras, model, k, self.dtype) for k in range(model.num_layers)]
 
         return self._cached(("native", model), make)
 
-    def _keras_layer(self, keras: Any, model: ModelConfig, index: int) -> Any:
+    @staticmethod
+    def keras_layer(
+        keras: Any, model: ModelConfig, index: int, dtype: str, name: str | None = None
+    ) -> Any:
+        """Layer ``index`` of ``model`` as a built Keras layer returning its sequence and states
+        (shared with :mod:`rnn_backends.export`)."""
         H = model.hidden_size
-        options = {"return_sequences": True, "return_state": True, "dtype": self.dtype}
+        # Bidirectional names its copies forward_<name> and backward_<name>.
+        options = {"return_sequences": True, "return_state": True, "dtype": dtype, "name": name}
         if model.cell == "rnn":
             layer = keras.layers.SimpleRNN(H, activation="tanh", **options)
         elif model.cell == "gru":
@@ -124,13 +130,14 @@ class TensorflowBackend(Backend):
                                       **options)
         if model.bidirectional:
             # concatenates forward then backward outputs, re-aligned with time
-            layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=self.dtype)
+            layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=dtype, name=name)
         layer.build((None, None, model.vocab_size if index == 0 else H * model.num_directions))
         return layer
 
-    def _keras_weight(self, model: ModelConfig, index: int, path: str, params: dict[str, Any]):
+    @staticmethod
+    def keras_weight(model: ModelConfig, index: int, path: str, params: dict[str, Any]) -> Any:
         """The canonical tensors that stand in for the Keras variable at ``path`` of layer
-        ``index``.
+        ``index`` (the one mapping, shared with :mod:`rnn_backends.export`).
 
         Keras computes x @ kernel + h @ recurrent_kernel + bias with kernel (in, G*H): the book's
         orientation, the gates side by side in ``CellSpec.keras_gates`` order, so nothing is
@@ -158,7 +165,7 @@ class TensorflowBackend(Backend):
             # stateless_call substitutes the canonical tensors for the layer's variables, so the
             # tape sees them.
             weights = [
-                self._keras_weight(model, index, v.path, params) for v in layer.trainable_variables
+                self.keras_weight(model, index, v.path, params) for v in layer.trainable_variables
             ]
             state = [v.value for v in layer.non_trainable_variables]  # the (unused) dropout seed
             # Keras's states per direction are [h] or [h, c]; Bidirectional takes and returns the

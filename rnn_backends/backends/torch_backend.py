@@ -83,8 +83,10 @@ class TorchBackend(Backend):
 
         return self._cached(("native", model), make)
 
-    def _native_weights(self, model: ModelConfig, params: dict[str, Any]) -> dict[str, Any]:
-        """The canonical tensors under the torch layer's parameter names.
+    @staticmethod
+    def native_weights(model: ModelConfig, params: dict[str, Any]) -> dict[str, Any]:
+        """The canonical tensors under the torch layer's parameter names (the one mapping, shared
+        with :mod:`rnn_backends.export`).
 
         torch computes x W_ih^T + b_ih + h W_hh^T + b_hh per gate, the gates stacked along the
         rows in ``CellSpec.torch_gates`` order: transposed weights and two biases. The canonical
@@ -118,7 +120,7 @@ class TorchBackend(Backend):
             else torch.stack(parts)
         )
         x = self.ops.one_hot(X, model.vocab_size)
-        out, h_n = functional_call(layer, self._native_weights(model, params), (x, hx))
+        out, h_n = functional_call(layer, self.native_weights(model, params), (x, hx))
         final = [*h_n[0], *h_n[1]] if model.cell == "lstm" else list(h_n)
         return cells.output_logits(self.ops, params, out), self._join_carry(final)
 
