@@ -94,3 +94,50 @@ def test_assemble_refuses_a_folder_without_results(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 2 and "holds none of torch.json" in out.stderr
     assert not (tmp_path / "results.md").exists()
+
+
+def test_gpu_rows_get_their_own_table_with_memory_and_the_cudnn_ratio(tmp_path):
+    large = {"H": 256, "B": 512, "T": 128}
+    rows = [dict(_row("torch", v, ms, 1.0, **cfg), device="cuda:0 (H200)", device_peak_mb=mb)
+            for v, ms, mb, cfg in (("fast", 0.4, 12.0, {}), ("native", 0.8, 30.0, {}),
+                                   ("stock:layer", 0.6, 20.0, {}), ("fast", 3.0, 200.0, large),
+                                   ("native", 2.4, 300.0, large))]  # fmt: skip
+    rows.append(dict(_row("jax", "fast", 0.5, 1.0), device="cuda:0", device_peak_mb=9.0))
+    for fw in ("torch", "jax"):
+        run = _run(fw, [r for r in rows if r["framework"] == fw], peak=100.0)
+        (tmp_path / f"{fw}.json").write_text(json.dumps(run))
+    out = subprocess.run([sys.executable, str(ASSEMBLE), str(tmp_path), "--no-plots"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    gpu = (tmp_path / "results.md").read_text().split("## GPU", 1)[1]
+    cells = [[c.strip() for c in line.split("|")] for line in gpu.splitlines() if "cuda" in line]
+    got = {(c[1], c[2], c[3]): (c[7], c[8]) for c in cells}
+    tb, lg = "V=28 H=32 B=1024 T=32", "V=28 H=256 B=512 T=128"
+    # The cuDNN reference is the faster correct cuDNN row of its configuration: stock:layer
+    # (0.6 ms) at the textbook size, native (2.4 ms) at the large one.
+    assert got[tb, "torch", "fast"] == ("1.50x", "12")  # 0.6 / 0.4
+    assert got[tb, "jax", "fast"] == ("1.20x", "9")  # 0.6 / 0.5
+    assert got[lg, "torch", "fast"] == ("0.80x", "200")  # 2.4 / 3.0
+
+
+def test_gpu_workers_run_one_variant_each_and_merge(tmp_path, monkeypatch):
+    """On a GPU every variant runs in a worker of its own (JAX's memory peak is per process);
+    the parts become one file per framework, in order, and are removed."""
+    from rnn_backends import benchrun
+
+    calls = []
+
+    def fake_launch(python, args, threads=None):
+        variants = args[args.index("--variants") + 1]
+        calls.append(variants)
+        part = {"framework": "jax", "results": [{"variant": variants}], "errors": []}
+        Path(args[args.index("--json") + 1]).write_text(json.dumps(part))
+        return benchrun.WorkerOutcome(("python",), 0)
+
+    monkeypatch.setattr(benchrun, "launch", fake_launch)
+    outcomes = benchrun.run(tmp_path, {}, ["jax"], device="gpu")
+    assert outcomes["jax"].ok
+    assert calls == ["fast", "native", "stock:layer", "stock:scan"]
+    merged = json.loads((tmp_path / "jax.json").read_text())
+    assert [r["variant"] for r in merged["results"]] == calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jax.json"]
