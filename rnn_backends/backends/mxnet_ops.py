@@ -102,6 +102,10 @@ class MxnetFastOps(MxnetOps, FastOps):
         dH = npx.fully_connected(d_logits, W_hq, no_bias=True, num_hidden=W_hq.shape[0])
         return loss, self.mm_tn(hf, d_logits), self.sum_rows(d_logits), dH
 
+    def output_loss(self, hf, W_hq, b_q, Yf):
+        logits = npx.fully_connected(hf, W_hq.T, b_q, num_hidden=W_hq.shape[1], flatten=False)
+        return -npx.pick(npx.log_softmax(logits, axis=-1), Yf, axis=-1).mean()
+
     def scatter_rows(self, ids, rows, n):
         # The gradient of a row gather is exactly this scatter-add, and MXNet's take backward
         # accumulates rows without materialising a one-hot matrix.

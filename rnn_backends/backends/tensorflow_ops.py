@@ -92,6 +92,10 @@ class TensorflowFastOps(TensorflowOps, FastOps):
         return (tf.reduce_mean(losses), tf.matmul(hf, d_logits, transpose_a=True),
                 tf.reduce_sum(d_logits, axis=0), tf.matmul(d_logits, W_hq, transpose_b=True))
 
+    def output_loss(self, hf, W_hq, b_q, Yf):
+        logits = tf.matmul(hf, W_hq) + b_q
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(Yf, logits))
+
     def forward_loop(self, xw, h0, W_hh):
         h, hs = h0, []
         for x in tf.unstack(xw):

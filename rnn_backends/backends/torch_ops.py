@@ -109,6 +109,9 @@ class TorchFastOps(TorchOps, FastOps):
         # p is now d loss / d logits, (V, N)
         return loss, (p @ hf).t(), p.sum(1), torch.mm(p.t(), W_hq.t())
 
+    def output_loss(self, hf, W_hq, b_q, Yf):
+        return F.cross_entropy(torch.addmm(b_q, hf, W_hq), Yf)
+
     # The loops overwrite their inputs, which the fast step makes for them and never reads again:
     # xw becomes the states, G the pre-activation gradients and dH the running adjoint, so the
     # per-step ops allocate nothing and copy nothing.
