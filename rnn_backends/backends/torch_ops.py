@@ -92,7 +92,9 @@ class TorchFastOps(TorchOps, FastOps):
         return w.index_select(0, ids)  # several times faster than w[ids] on the CPU
 
     def tanh_grad(self, hs):
-        return torch.mul(hs, hs).neg_().add_(1.0)
+        # 1 - h^2 in one pass over the states (mul, neg_, add_ would be three)
+        one = torch.ones((), dtype=hs.dtype, device=hs.device)
+        return torch.addcmul(one, hs, hs, value=-1.0)
 
     def output_head(self, hf, W_hq, b_q, Yf):
         # Vocabulary-major logits (V, N): with V=28 the softmax's reductions over the vocabulary
