@@ -21,13 +21,16 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from .checkpointing import write_json
 from .progress import Progress
+
+LR, GRAD_CLIP = 1.0, 1.0
+"""Every timed step is SGD at learning rate 1 with clipping at 1, the textbook's values."""
 
 
 def step_flops(V: int, H: int, B: int, T: int) -> int:
@@ -69,18 +72,23 @@ def _rss_peak_mb() -> float:
 
 
 class _DeviceMemory:
-    """Peak device memory of a GPU run, per framework; ``None`` on the CPU."""
+    """Peak device memory of a GPU run, per framework; ``None`` on the CPU.
 
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.gpu = not str(backend.device).lower().startswith("cpu")
+    PyTorch and TensorFlow reset their peak before each measurement. JAX keeps one peak per
+    process, so on a GPU the orchestrator runs each variant in a worker of its own
+    (:func:`rnn_backends.benchrun.run`) and the peak is that variant's.
+    """
+
+    def __init__(self, framework: str, device: str | None) -> None:
+        self.framework = framework
+        self.gpu = device in ("gpu", "cuda")
 
     def reset(self) -> None:
-        if self.gpu and self.backend.name == "torch":
+        if self.gpu and self.framework == "torch":
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        elif self.gpu and self.backend.name == "tensorflow":
+        elif self.gpu and self.framework == "tensorflow":
             import tensorflow as tf
 
             tf.config.experimental.reset_memory_stats("GPU:0")
@@ -88,7 +96,7 @@ class _DeviceMemory:
     def peak_mb(self) -> float | None:
         if not self.gpu:
             return None
-        name = self.backend.name
+        name = self.framework
         if name == "torch":
             import torch
 
@@ -98,7 +106,9 @@ class _DeviceMemory:
 
             return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
         if name == "jax":
-            stats = self.backend._device.memory_stats() or {}
+            import jax
+
+            stats = jax.devices("gpu")[0].memory_stats() or {}
             return stats.get("peak_bytes_in_use", float("nan")) / 2**20
         if name == "mxnet":
             import mxnet as mx
@@ -108,28 +118,114 @@ class _DeviceMemory:
         return None
 
 
-def _time_steps(
-    backend: Any, tensors: Any, batches: list[tuple[np.ndarray, np.ndarray]], warmup: int,
-    steps: int, label: str,
-) -> tuple[float, list[float]]:
-    """Seconds of the first (compile) step, then of ``steps`` timed steps after ``warmup`` more;
-    ``batches`` are (X, Y) id arrays of shape (B, T), taken in turn."""
+Step = Callable[[np.ndarray, np.ndarray], float]
 
-    def step(i: int) -> float:
-        nonlocal tensors
-        X, Y = batches[i % len(batches)]
+
+def _package_step(
+    framework: str, variant: str, params: dict[str, np.ndarray], *, dtype: str,
+    device: str | None, options: dict[str, Any],
+) -> tuple[Step, Any]:
+    """One of the package's variants as a step ``(X, Y) -> loss``: ``train_step`` with the
+    parameters kept as tensors between calls; also returns the backend."""
+    from . import get_backend
+
+    backend = get_backend(framework, dtype=dtype, device=device, variant=variant, **options)
+    held = {"tensors": backend.prepare(params)}
+
+    def step(X: np.ndarray, Y: np.ndarray) -> float:
+        res = backend.train_step(held["tensors"], X, Y, lr=LR, grad_clip=GRAD_CLIP)
+        held["tensors"] = res.params
+        return res.loss  # a Python float: the framework has finished
+
+    return step, backend
+
+
+def _time_steps(
+    step: Step, batches: list[tuple[np.ndarray, np.ndarray]], warmup: int, steps: int, label: str
+) -> tuple[float, list[float], list[float]]:
+    """Seconds of the first (compile) step, then of ``steps`` timed steps after ``warmup`` more;
+    step k trains on ``batches[k % len(batches)]`` ((X, Y) id arrays of shape (B, T)). Also
+    returns every step's loss."""
+    losses: list[float] = []
+
+    def timed(k: int) -> float:
+        X, Y = batches[k % len(batches)]
         t0 = time.perf_counter()
-        res = backend.train_step(tensors, X, Y, lr=1.0, grad_clip=1.0)  # float loss: synced
+        loss = step(X, Y)
         elapsed = time.perf_counter() - t0
-        tensors = res.params
-        if not np.isfinite(res.loss):
-            raise FloatingPointError(f"{label}: loss {res.loss}")
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"{label}: loss {loss} at step {k}")
+        losses.append(loss)
         return elapsed
 
-    first = step(0)
-    for i in range(warmup):
-        step(i + 1)
-    return first, [step(i) for i in range(steps)]
+    first = timed(0)
+    for k in range(warmup):
+        timed(1 + k)
+    return first, [timed(1 + warmup + k) for k in range(steps)], losses
+
+
+INIT_SIGMA = 0.1
+"""The benchmark's initial weights: N(0, 0.1^2), not the book's 0.01. Timings do not depend on
+the values, but the oracle check does: from the book's init on random ids the loss moves by less
+than 1e-6 in the ~15 steps a measurement takes, so a model with a frozen recurrent weight would
+pass; from 0.1 on the Markov text below it moves by 3e-3 (and a learning rate 1% off by 5e-4)."""
+
+
+def _batches(cfg: dict[str, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Four (X, Y) batches of ids (B, T): windows of a seeded Markov chain over the V tokens
+    (sparse transition rows, so there is something to learn), Y one token ahead of X."""
+    V, B, T = cfg["V"], cfg["B"], cfg["T"]
+    rng = np.random.default_rng(1)
+    cdf = np.cumsum(rng.dirichlet(np.full(V, 0.1), size=V), axis=1)
+    out = []
+    for _ in range(4):
+        tokens = np.empty((B, T + 1), dtype=np.int64)
+        tokens[:, 0] = rng.integers(0, V, size=B)
+        for t in range(T):
+            u = rng.random(B)[:, None]
+            tokens[:, t + 1] = np.minimum((cdf[tokens[:, t]] < u).sum(axis=1), V - 1)
+        out.append((tokens[:, :-1], tokens[:, 1:]))
+    return out
+
+
+def _initial_params(cfg: dict[str, int], dtype: str) -> dict[str, np.ndarray]:
+    from . import ModelConfig, init_params
+
+    model = ModelConfig(vocab_size=cfg["V"], hidden_size=cfg["H"], init_sigma=INIT_SIGMA)
+    return init_params(model, seed=0, dtype=dtype)
+
+
+_ORACLE: dict[tuple[Any, ...], list[float]] = {}
+
+
+def oracle_losses(cfg: dict[str, int], dtype: str, n: int) -> list[float]:
+    """The NumPy oracle's loss at each of the first ``n`` steps of a benchmark run: the same
+    initial weights (in ``dtype``, then float64), the same batches in the same order, float64
+    arithmetic. Computed once per configuration in a worker."""
+    from . import reference
+
+    key = (tuple(sorted(cfg.items())), dtype)
+    have = _ORACLE.setdefault(key, [])
+    if len(have) < n:
+        params = {k: v.astype(np.float64) for k, v in _initial_params(cfg, dtype).items()}
+        batches, have[:] = _batches(cfg), []
+        for k in range(n):
+            X, Y = batches[k % len(batches)]
+            params, loss, _, _ = reference.train_step(params, X, Y, None, LR, GRAD_CLIP)
+            have.append(loss)
+    return have[:n]
+
+
+def loss_bound(dtype: str) -> float:
+    """How far (relative) a run's loss after the timed steps may be from the oracle's.
+
+    float64: the compare job's 1e-9 over a run. float32: 1e-4, far above float32 rounding (unit
+    roundoff 6e-8; the float32 oracle run misses the float64 one by ~1e-9 after 14 steps at the
+    textbook configuration) and below what a real bug moves the loss in those steps (a learning
+    rate 1% off: 5e-4; a frozen W_hh: 3e-3; a frozen b_q: 3e-3).
+    TODO(numerics): replace with the error model of ``rnn_backends.numerics`` once it lands.
+    """
+    return 1e-9 if dtype == "float64" else 1e-4
 
 
 def bench_one(
@@ -144,29 +240,35 @@ def bench_one(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """Time ``steps`` training steps after the first (compile) step and ``warmup`` more, at the
-    configuration ``cfg`` (vocabulary V, hidden H, batch B, time steps T)."""
-    from . import ModelConfig, get_backend, init_params
+    configuration ``cfg`` (vocabulary V, hidden H, batch B, time steps T), and check the loss of
+    the last step against the oracle's. ``variant`` is a package variant or a stock path
+    (:mod:`rnn_backends.stock`)."""
+    from . import stock
 
-    V, H, B, T = cfg["V"], cfg["H"], cfg["B"], cfg["T"]
-    backend = get_backend(framework, dtype=dtype, device=device, variant=variant, **options)
-    params = init_params(ModelConfig(vocab_size=V, hidden_size=H), seed=0, dtype=dtype)
-    rng = np.random.default_rng(1)
-    batches = [
-        (rng.integers(0, V, size=(B, T)), rng.integers(0, V, size=(B, T))) for _ in range(4)
-    ]
-    memory = _DeviceMemory(backend)
+    params = _initial_params(cfg, dtype)
+    memory = _DeviceMemory(framework, device)
     memory.reset()
-    first, times = _time_steps(backend, backend.prepare(params), batches, warmup, steps,
-                               label=f"{framework}/{variant} at {cfg}")
+    if stock.is_stock(variant):
+        step = stock.make_step(framework, variant, params, dtype=dtype, device=device, lr=LR,
+                               grad_clip=GRAD_CLIP)
+        backend = None
+    else:
+        step, backend = _package_step(framework, variant, params, dtype=dtype, device=device,
+                                      options=options)
+    label = f"{framework}/{variant} at {cfg}"
+    first, times, losses = _time_steps(step, _batches(cfg), warmup, steps, label)
+    want = oracle_losses(cfg, dtype, len(losses))[-1]
+    diff = abs(losses[-1] - want) / abs(want)
     ms = sorted(t * 1e3 for t in times)
     median = statistics.median(ms)
-    flops = step_flops(V, H, B, T)
+    flops = step_flops(cfg["V"], cfg["H"], cfg["B"], cfg["T"])
     return {
         "framework": framework,
         "variant": variant,
+        "description": stock.PATHS.get(framework, {}).get(variant, ""),
         "config": cfg,
-        "device": backend.device,
-        "version": backend.version(),
+        "device": backend.device if backend else (device or "cpu"),
+        "version": _version(framework, backend),
         "first_step_s": first,
         "ms_median": median,
         "ms_min": ms[0],
@@ -174,11 +276,16 @@ def bench_one(
         "ms_q3": float(np.percentile(ms, 75)),
         "ms_max": ms[-1],
         "steps": steps,
-        "tokens_per_s": B * T / (median / 1e3),
+        "tokens_per_s": cfg["B"] * cfg["T"] / (median / 1e3),
         "gflops": flops / (median / 1e3) / 1e9,
         "step_mflop": flops / 1e6,
         "rss_peak_mb": _rss_peak_mb(),
         "device_peak_mb": memory.peak_mb(),
+        "loss_last": losses[-1],
+        "oracle_loss_last": want,
+        "loss_rel_diff": diff,
+        "loss_bound": loss_bound(dtype),
+        "correct": bool(diff <= loss_bound(dtype)),
     }
 
 
@@ -197,8 +304,18 @@ def _measure(out: dict[str, Any], progress: Progress, framework: str, variant: s
         return
     out["results"].append(row)
     progress.update(1, ms_per_step=row["ms_median"])
+    check = "oracle ok" if row["correct"] else "DIFFERS FROM THE ORACLE"
     progress.report(f"{where}: {row['ms_median']:8.2f} ms/step [{row['ms_q1']:.2f}-"
-                    f"{row['ms_q3']:.2f}], first {row['first_step_s']:.2f} s", on_bar=True)
+                    f"{row['ms_q3']:.2f}], first {row['first_step_s']:.2f} s, loss {check} "
+                    f"({row['loss_rel_diff']:.1e})", on_bar=True)
+
+
+def _version(framework: str, backend: Any) -> str:
+    if backend is not None:
+        return backend.version()
+    from .backends.registry import get_backend
+
+    return get_backend(framework, device="cpu").version()
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -226,7 +343,7 @@ def run_worker(args: argparse.Namespace) -> int:
             for variant in variants:
                 _measure(out, progress, framework, variant, cfg, args, options)
     out["matmul_peak_gflops_after"] = matmul_peak()
-    Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

@@ -86,6 +86,13 @@ class Ops:
     def sqrt(self, x: Array) -> Array: ...
     def minimum(self, x: Array, y: float) -> Array: ...
 
+    def cross_entropy(self, logits: Array, Y: Array) -> Array:
+        """Mean softmax cross-entropy of logits (B, T, V) for ids Y (B, T), written with the
+        functions above; an adapter whose framework has a fused loss (and a fused gradient for
+        it) may use that instead."""
+        logp = logits - self.logsumexp(logits)
+        return -self.mean(self.pick(logp, Y))
+
 
 def check_variant(variant: str) -> None:
     if variant not in CELL_VARIANTS:
@@ -226,9 +233,8 @@ def output_logits(ops: Ops, params: dict[str, Array], hs: Array) -> Array:
 
 
 def cross_entropy(ops: Ops, logits: Array, Y: Array) -> Array:
-    """Mean softmax cross-entropy over every token."""
-    logp = logits - ops.logsumexp(logits)
-    return -ops.mean(ops.pick(logp, Y))
+    """Mean softmax cross-entropy over every token (:meth:`Ops.cross_entropy`)."""
+    return ops.cross_entropy(logits, Y)
 
 
 def concat_trick(ops: Ops, X: Array, W_xh: Array, H: Array, W_hh: Array) -> tuple[Array, Array]:

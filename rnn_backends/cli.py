@@ -475,10 +475,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench-results",
                    help="directory for the JSON files (default bench-results, git-ignored; "
                    "benchmarks/results holds the published ones)")
-    p.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                   help="quick: textbook config, every variant (default); sweep: T, H, B sweeps "
-                   "for fast and native; full: both")
-    p.add_argument("--variants", default=None, help="comma-separated, overrides the preset")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="quick: textbook config, every variant and stock baseline (default on "
+                   "the CPU); sweep: T, H, B sweeps for fast and native; full: both; gpu: fast, "
+                   "native and the compiled stock layers at the textbook and a large config "
+                   "(default with --device gpu)")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated, overrides the preset: textbook, concat, fast, native, "
+                   "stock (every stock baseline) or stock:NAME")
     p.add_argument("--sweeps", default=None, help="comma-separated of T,H,B ('' for none)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=3)

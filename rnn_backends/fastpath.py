@@ -102,6 +102,12 @@ class FastOps(cells.Ops):
         dW_hq, db_q = self.mm_tn(hf, d_logits), self.sum_rows(d_logits)
         return loss, dW_hq, db_q, self.matmul(d_logits, self.transpose(W_hq))
 
+    def output_loss(self, hf: Array, W_hq: Array, b_q: Array, Yf: Array) -> Array:
+        """The mean cross-entropy of :meth:`output_head` alone (no gradient)."""
+        N = hf.shape[0]
+        logits = self.addmm(b_q, hf, W_hq)
+        return self.mean(self.reshape(self.logsumexp(logits), (N,)) - self.pick(logits, Yf))
+
     def tanh_grad(self, hs: Array) -> Array:
         """``1 - h^2``: tanh's derivative from its output."""
         return 1.0 - hs * hs
@@ -167,4 +173,20 @@ def loss_and_grads(
         "b_q": db_q,
     }
     return loss, grads, hs[T - 1]
+
+
+def loss(
+    ops: FastOps, params: dict[str, Array], X: Array, Y: Array, h0: Array
+) -> tuple[Array, Array]:
+    """The mean cross-entropy and the final state (B, H) by the fast step's forward pass alone,
+    for evaluation (no gradient may be taken through it: its loops may overwrite their inputs).
+    Arguments as :func:`loss_and_grads`."""
+    check_applies(params)
+    W_xh, W_hh, b_h, W_hq, b_q = (params[k] for k in ("W_xh", "W_hh", "b_h", "W_hq", "b_q"))
+    H = W_xh.shape[1]
+    B, T = X.shape
+    Xf = ops.reshape(ops.swap_bt(X), (B * T,))
+    Yf = ops.reshape(ops.swap_bt(Y), (B * T,))
+    hs = ops.forward_loop(ops.reshape(ops.take_rows(W_xh, Xf), (T, B, H)) + b_h, h0, W_hh)
+    return ops.output_loss(ops.reshape(hs, (B * T, H)), W_hq, b_q, Yf), hs[T - 1]
 

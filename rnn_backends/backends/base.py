@@ -334,8 +334,9 @@ class Backend(abc.ABC):
     # --- 6. compilation (adapters) ----------------------------------------------------------------
 
     def _compile(self, kind: str, fn: Callable) -> Callable:
-        """``fn`` (the pure ``_forward``, ``_loss`` or ``_step``, named by ``kind``) compiled by
-        the framework; called once per kind and option values. Nothing is compiled by default."""
+        """``fn`` (the pure ``_forward``, ``_loss``, ``_eval_loss`` or ``_step``, named by
+        ``kind``: ``forward``, ``loss``, ``eval_loss``, ``step``) compiled by the framework;
+        called once per kind and option values. Nothing is compiled by default."""
         return fn
 
     def _device_scope(self) -> contextlib.AbstractContextManager[Any]:
@@ -384,12 +385,7 @@ class Backend(abc.ABC):
                     )
                 return loss, carry, grads
             except NotImplementedError as exc:
-                if self.strict:
-                    raise ConfigError(
-                        f"backend {self.name!r} was made with strict=True and does not fall back "
-                        f"from the fast step: {exc}; make it with strict=False to run the "
-                        "generic step for this model"
-                    ) from None
+                self._refuse_fallback(exc)
         return self.value_and_grad(self._loss, params, X, Y, h0)
 
     def _step(
@@ -415,6 +411,25 @@ class Backend(abc.ABC):
                 self.ops, optimizer, params, grads, slots, rates, max_norm
             )
         return new_params, new_slots, loss, norm, carry
+
+    def _eval_loss(self, params: Tensors, X: Any, Y: Any, h0: Any) -> tuple[Any, Any]:
+        """``_loss`` for evaluation, where no gradient is taken: the ``fast`` variant runs the
+        fast step's forward pass (:func:`fastpath.loss`) where it covers the model."""
+        if self.variant == "fast":
+            try:
+                return fastpath.loss(self._make_fast_ops(), params, X, Y, h0)
+            except NotImplementedError as exc:
+                self._refuse_fallback(exc)
+        return self._loss(params, X, Y, h0)
+
+    def _refuse_fallback(self, exc: NotImplementedError) -> None:
+        """Raise :class:`ConfigError` for a ``strict`` backend whose fast path refused ``exc``."""
+        if self.strict:
+            raise ConfigError(
+                f"backend {self.name!r} was made with strict=True and does not fall back from "
+                f"the fast step: {exc}; make it with strict=False to run the generic step for "
+                "this model"
+            ) from None
 
     def _zeros_state(self, params: Tensors, batch: int) -> Any:
         """A zero carry: (B, H), or (S * L * D, B, H) for models with several state tensors."""
@@ -530,7 +545,7 @@ class Backend(abc.ABC):
         with self._device_scope():
             tensors, X_, Y_, h0 = self._inputs(params, X, Y, state)
             with self._inference():
-                value, carry = self._compiled("loss", self._loss)(tensors, X_, Y_, h0)
+                value, carry = self._compiled("eval_loss", self._eval_loss)(tensors, X_, Y_, h0)
             return float(self.to_numpy(value)), (self._detach(carry),)
 
     def loss_and_grads(

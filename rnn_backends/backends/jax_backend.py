@@ -26,18 +26,28 @@ class JaxBackend(Backend):
 
     Options (beyond :class:`Backend`'s):
         unroll: time steps ``lax.scan`` (and Flax's ``nn.RNN``) unrolls per loop iteration; a
-            cost knob only, the numbers do not depend on it. May be changed on the instance later:
-            compiled functions are cached per value.
+            cost knob only, the numbers do not depend on it. ``None`` (the default) picks one per
+            device (:attr:`AUTO_UNROLL`). May be changed on the instance later: compiled
+            functions are cached per value.
     """
 
     name = "jax"
     framework = "jax"
     companions = ("flax",)
     gpu_hint = "install 'jax[cuda12]' or drop --device"
-    # unroll=1 keeps compile time lowest; the sequences here are short, so unrolling more buys
-    # little at run time while it multiplies the size of every compiled loop body.
-    options = {"unroll": Option(1, positive_int, "a positive integer")}
-    unroll: int
+    options = {"unroll": Option(None, lambda v: v is None or positive_int(v), "a positive integer")}
+    unroll: int | None
+    AUTO_UNROLL = {"cpu": 1, "gpu": 32}
+    """The unroll used when the option is None. CPU: 1 keeps compile time lowest, and XLA's CPU
+    loop costs little per iteration next to the step's matmul. GPU: 32 (the textbook's whole
+    sequence): an XLA while loop on a GPU may wait on the host for its condition at every
+    iteration, while straight-line kernels are launched back to back (and XLA may put them in
+    one CUDA graph); longer sequences run as loops of 32 steps, which bounds compile time."""
+
+    def _unroll(self) -> int:
+        if self.unroll is not None:
+            return self.unroll
+        return self.AUTO_UNROLL["cpu" if self.device == "cpu" else "gpu"]
 
     # --- 1. arrays and device ---------------------------------------------------------------------
 
@@ -85,12 +95,12 @@ class JaxBackend(Backend):
         return JaxOps(self.tensor_dtype)
 
     def _make_fast_ops(self) -> JaxFastOps:
-        return JaxFastOps(self.tensor_dtype, unroll=self.unroll)
+        return JaxFastOps(self.tensor_dtype, unroll=self._unroll())
 
     # --- 3. time loop: lax.scan, traced once rather than one Python iteration per step -----------
 
     def scan(self, step: Callable, carry: Any, xs: Any) -> tuple[Any, Any]:
-        return jax.lax.scan(step, carry, xs, unroll=self.unroll)
+        return jax.lax.scan(step, carry, xs, unroll=self._unroll())
 
     # --- 4. autodiff ------------------------------------------------------------------------------
 
@@ -149,7 +159,7 @@ class JaxBackend(Backend):
         cell = self.flax_cell(nn, model, self.tensor_dtype)
         # nn.RNN scans the cell over axis 1 of batch-major (B, T, ...) inputs; return_carry gives
         # (final carry, outputs).
-        return nn.RNN(cell, time_major=False, return_carry=True, unroll=self.unroll)
+        return nn.RNN(cell, time_major=False, return_carry=True, unroll=self._unroll())
 
     @staticmethod
     def flax_cell(nn: Any, model: ModelConfig, dtype: Any) -> Any:

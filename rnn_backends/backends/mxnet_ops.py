@@ -61,17 +61,24 @@ class MxnetFastOps(MxnetOps, FastOps):
     """The fast step run imperatively, nothing recorded.
 
     Outside ``autograd.record()`` MXNet builds no graph, so the hand-written backward costs only
-    its own ops. Three of MXNet's NumPy-interface kernels are an order of magnitude slower than
-    their oneDNN-backed legacy twins on the CPU, so the hot ones are swapped (measured at B=1024,
-    H=32): ``np.tanh`` (~500 us) for ``npx.activation`` (~40 us), ``np.matmul`` (~100-200 us) for
-    ``npx.fully_connected`` (~60 us), and a one-hot matmul for the scatter-add (~5 ms) for the
-    backward of ``take``; reductions over the N tokens run as matrix products.
+    its own ops, and each op costs a Python call and an engine push besides its kernel. Three of
+    MXNet's NumPy-interface kernels are an order of magnitude slower than their oneDNN-backed
+    legacy twins on the CPU, so the hot ones are swapped (measured at B=1024, H=32): ``np.tanh``
+    (~500 us) for ``npx.activation`` (~40 us), ``np.matmul`` (~100-200 us) for
+    ``npx.fully_connected`` (~60 us), ``np.exp`` of the logits for ``npx.softmax``; the scatter-add
+    is the backward of ``take``; reductions over the N tokens run as matrix products. Each time
+    step is two ops each way: BLAS ``gemm`` computes ``C + A B`` in one op (the legacy
+    ``linalg.gemm``), so the sum with the input projection (forward) or the output gradient
+    (backward) needs no op of its own. Reshapes are views (``reshape_view``), not copying ops.
     """
 
     exp = staticmethod(mnp.exp)
 
     def tanh(self, x):
         return npx.activation(x, act_type="tanh")
+
+    def reshape(self, x, shape):
+        return x.reshape_view(shape)  # arrays here are contiguous: a view, no op
 
     def transpose(self, w):
         return w.T
@@ -83,25 +90,26 @@ class MxnetFastOps(MxnetOps, FastOps):
         if a.shape[0] == 0:
             return mnp.zeros((a.shape[1], b.shape[1]), dtype=a.dtype, ctx=a.ctx)
         # The legacy dot reads a transposed in place; mx.np would copy a.T first.
-        return mx.nd.dot(a.as_nd_ndarray(), b.as_nd_ndarray(), transpose_a=True).as_np_ndarray()
+        return mx.nd.dot(_nd(a), _nd(b), transpose_a=True).as_np_ndarray()
 
     def sum_rows(self, x):
         # A reduction over the long axis as a matrix-vector product: several times faster here.
         ones = mnp.ones((x.shape[0], 1), dtype=x.dtype, ctx=x.ctx)
-        return self.mm_tn(x, ones).reshape((x.shape[1],))
+        return self.mm_tn(x, ones).reshape_view((x.shape[1],))
 
     def output_head(self, hf, W_hq, b_q, Yf):
         N, V = hf.shape[0], W_hq.shape[1]
         logits = npx.fully_connected(hf, W_hq.T, b_q, num_hidden=V, flatten=False)
-        logp = npx.log_softmax(logits, axis=-1)
-        loss = -npx.pick(logp, Yf, axis=-1).mean()
-        d_logits = (mnp.exp(logp) - npx.one_hot(Yf, V, dtype=self.dtype)) * (1.0 / N)
+        loss = -npx.pick(npx.log_softmax(logits, axis=-1), Yf, axis=-1).mean()
+        # softmax - onehot, divided by N: the legacy softmax and broadcast ops, each one pass.
+        onehot = mx.nd.one_hot(_nd(Yf), V, dtype=self.dtype)
+        d_logits = ((_nd(npx.softmax(logits, axis=-1)) - onehot) * (1.0 / N)).as_np_ndarray()
         dH = npx.fully_connected(d_logits, W_hq, no_bias=True, num_hidden=W_hq.shape[0])
         return loss, self.mm_tn(hf, d_logits), self.sum_rows(d_logits), dH
 
-    def _mm_t(self, a, w_t):
-        """``a @ w_t.T`` through fully_connected, whose weight is laid out (out, in)."""
-        return npx.fully_connected(a, w_t, no_bias=True, num_hidden=w_t.shape[0], flatten=False)
+    def output_loss(self, hf, W_hq, b_q, Yf):
+        logits = npx.fully_connected(hf, W_hq.T, b_q, num_hidden=W_hq.shape[1], flatten=False)
+        return -npx.pick(npx.log_softmax(logits, axis=-1), Yf, axis=-1).mean()
 
     def scatter_rows(self, ids, rows, n):
         # The gradient of a row gather is exactly this scatter-add, and MXNet's take backward
@@ -114,19 +122,25 @@ class MxnetFastOps(MxnetOps, FastOps):
         return w.grad
 
     def forward_loop(self, xw, h0, W_hh):
-        W_hh_T = W_hh.T  # transposed once, not per step
-        h, hs = h0, []
+        W, h, hs = _nd(W_hh), _nd(h0), []
         for t in range(xw.shape[0]):
-            h = self.tanh(xw[t] + self._mm_t(h, W_hh_T))
+            pre = mx.nd.linalg.gemm(h, W, _nd(xw[t]), alpha=1.0, beta=1.0)  # xw_t + h W_hh
+            h = mx.nd.Activation(pre, act_type="tanh")
             hs.append(h)
-        return self.stack(hs)
+        return mx.nd.stack(*hs).as_np_ndarray()
 
     def backward_loop(self, dH, G, W_hh):
-        T = dH.shape[0]
-        dzs = [None] * T
-        a = dH[T - 1]
+        W, T = _nd(W_hh), dH.shape[0]
+        dzs: list = [None] * T
+        a = _nd(dH[T - 1])
         for t in range(T - 1, -1, -1):
-            dzs[t] = a * G[t]
-            if t:
-                a = dH[t - 1] + self._mm_t(dzs[t], W_hh)  # dz W_hh^T
-        return self.stack(dzs)
+            dzs[t] = a * _nd(G[t])
+            if t:  # dH_{t-1} + dz_t W_hh^T
+                a = mx.nd.linalg.gemm(dzs[t], W, _nd(dH[t - 1]), transpose_b=True, alpha=1.0,
+                                      beta=1.0)
+        return mx.nd.stack(*dzs).as_np_ndarray()
+
+
+def _nd(x: mnp.ndarray) -> mx.nd.NDArray:
+    """The same array under the legacy interface (no copy), for its oneDNN/BLAS kernels."""
+    return x.as_nd_ndarray()

@@ -180,8 +180,10 @@ class TensorflowBackend(Backend):
     # --- 6. compilation: the training step as a tf.function; every call on the device -----------
 
     def _compile(self, kind: str, fn: Callable) -> Callable:
-        if kind != "step":
-            return fn  # forward and loss run eagerly: one call per batch, nothing to reuse
+        if kind not in ("step", "eval_loss"):
+            # forward (generation: a new shape per prefix) and the differentiated loss run
+            # eagerly; evaluation repeats one batch shape, so its loss is a graph too.
+            return fn
         # Autograph is off: the step's Python control flow (the unrolled loops, the fast step's
         # fallback) depends on shapes and options only, and an error raised while tracing (a
         # strict backend's refusal) then reaches the caller as it was raised.

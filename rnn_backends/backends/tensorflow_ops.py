@@ -60,9 +60,11 @@ class TensorflowOps(cells.Ops):
 class TensorflowFastOps(TensorflowOps, FastOps):
     """The fast step, traced by ``tf.function`` with no ``GradientTape``.
 
-    Both time loops are Python loops unrolled into the graph once per sequence length. XLA
-    (the backend's ``jit_compile`` option) can then fuse each step's elementwise ops into its
-    matmul.
+    A graph op costs TensorFlow's executor a few microseconds beyond its kernel, and at H=32
+    most kernels take ~10-20 us, so the graph is kept small: the time loops read their inputs
+    from one ``Unpack`` each (not one ``StridedSlice`` per step), and the output layer's softmax,
+    loss and logit gradient are TensorFlow's one fused cross-entropy kernel. Both loops are
+    Python loops unrolled into the graph once per sequence length.
     """
 
     exp = staticmethod(tf.exp)
@@ -79,3 +81,35 @@ class TensorflowFastOps(TensorflowOps, FastOps):
 
     def scatter_rows(self, ids, rows, n):
         return tf.math.unsorted_segment_sum(rows, ids, n)
+
+    def output_head(self, hf, W_hq, b_q, Yf):
+        N = hf.shape[0]
+        logits = tf.matmul(hf, W_hq) + b_q
+        # One kernel: every token's loss and softmax - onehot, the logits' gradient times N.
+        losses, d_logits = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=logits,
+                                                                          labels=Yf)
+        d_logits = d_logits * (1.0 / N)
+        return (tf.reduce_mean(losses), tf.matmul(hf, d_logits, transpose_a=True),
+                tf.reduce_sum(d_logits, axis=0), tf.matmul(d_logits, W_hq, transpose_b=True))
+
+    def output_loss(self, hf, W_hq, b_q, Yf):
+        logits = tf.matmul(hf, W_hq) + b_q
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(Yf, logits))
+
+    def forward_loop(self, xw, h0, W_hh):
+        h, hs = h0, []
+        for x in tf.unstack(xw):
+            h = tf.tanh(x + tf.matmul(h, W_hh))
+            hs.append(h)
+        return tf.stack(hs)
+
+    def backward_loop(self, dH, G, W_hh):
+        dHs, Gs = tf.unstack(dH), tf.unstack(G)
+        T = len(dHs)
+        dzs: list = [None] * T
+        a = dHs[T - 1]
+        for t in range(T - 1, -1, -1):
+            dzs[t] = a * Gs[t]
+            if t:
+                a = dHs[t - 1] + tf.matmul(dzs[t], W_hh, transpose_b=True)  # dz W_hh^T
+        return tf.stack(dzs)

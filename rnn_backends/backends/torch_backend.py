@@ -124,4 +124,15 @@ class TorchBackend(Backend):
         final = [*h_n[0], *h_n[1]] if model.cell == "lstm" else list(h_n)
         return cells.output_logits(self.ops, params, out), self._join_carry(final)
 
-    # --- 6. compilation: none (eager); the fast step runs with no tape ----------------------------
+    # --- 6. compilation: eager on the CPU; on a GPU the fast step is one CUDA graph --------------
+    # On the CPU the fast step runs eagerly with no tape: torch.compile of it was tried and made
+    # the first step take ~40 s here (see the README's Benchmarks section). On a GPU a step of
+    # ~150 small kernels costs what their launches cost, so the fast step is captured once per
+    # shape as a CUDA graph and replayed (torch_graphs.py).
+
+    def _compile(self, kind: str, fn):
+        if kind == "step" and self.variant == "fast" and self._device.type == "cuda":
+            from .torch_graphs import GraphedStep
+
+            return GraphedStep(fn, self._device)
+        return fn
