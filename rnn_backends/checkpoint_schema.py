@@ -173,6 +173,7 @@ class Metadata:
     extra: dict[str, Any]
     params_file: str
     arrays: dict[str, ArraySpec]  # the arrays stored beside the parameters
+    legacy_arrays: bool = False  # written before ``arrays`` was recorded (version 0.1)
 
 
 def check_vocab(tokens: Any, vocab_size: int) -> list[str]:
@@ -254,6 +255,7 @@ def check_metadata(meta: Any) -> Metadata:
         extra=extra,
         params_file=plain_file_name("params_file", meta.get("params_file")),
         arrays=_array_specs(meta.get("arrays")),
+        legacy_arrays="arrays" not in meta,
     )
 
 

@@ -356,7 +356,8 @@ def save_checkpoint(directory: str | os.PathLike[str], ckpt: Checkpoint) -> Path
             "none was before")
         raise DiskFullError(
             f"no space left on the device holding {str(out)!r}: the checkpoint of step "
-            f"{ckpt.step} was not written and {kept}; free some space, then resume"
+            f"{ckpt.step} was not written and {kept}; free some space, then resume",
+            about_run=True,
         ) from exc.__cause__
     os.replace(staged, out / PARAMS_FILE)
     _fsync_dir(out)
@@ -457,7 +458,7 @@ class _WeightsGone(Exception):
     """The weights file the metadata names is not there (a writer may have just replaced it)."""
 
 
-class _Mismatch(CheckpointError):
+class _Mismatch(Exception):
     """The weights' SHA-256 is not the recorded one: corrupted, or replaced by a writer since the
     metadata was read (then the metadata has changed too)."""
 
@@ -484,7 +485,10 @@ def _read_weights(src: Path, meta: Metadata) -> dict[str, np.ndarray]:
     try:
         expected = _expected_members(src, meta, size)
         least, most = size_bounds(expected)
-        if size > most:
+        # Version 0.1 did not record the shapes of its aux: arrays: their members are then
+        # checked against their own headers, and the file's real size bounds what they take.
+        free = (AUX_PREFIX, np.dtype(meta.dtype).newbyteorder("<")) if meta.legacy_arrays else None
+        if size > most and free is None:
             raise _refusal(src, name, f"it is {size} bytes, more than the {most} a "
                            "checkpoint of this model takes")  # fmt: skip
         if _hash_bounded(fd, size) != meta.params_sha256:
@@ -497,7 +501,7 @@ def _read_weights(src: Path, meta: Metadata) -> dict[str, np.ndarray]:
                            f"of weights but the weights file has {size}")  # fmt: skip
         os.lseek(fd, 0, os.SEEK_SET)
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            arrays = read_npz(fh, size, expected)
+            arrays = read_npz(fh, size, expected, free)
     except Invalid as exc:
         raise _refusal(src, name, str(exc)) from None
     finally:
@@ -553,7 +557,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
             # then read again; otherwise the weights really are missing or corrupted.
             if attempt == 2 or _read_metadata(src).params_sha256 == meta.params_sha256:
                 if isinstance(exc, _Mismatch):
-                    raise CheckpointError(str(exc)) from None
+                    raise CheckpointError(str(exc)) from None  # a corrupted weights file
                 raise CheckpointError(
                     f"checkpoint {str(src)!r} lacks its weights {exc}; use an earlier checkpoint"
                 ) from None

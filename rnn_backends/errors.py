@@ -29,7 +29,12 @@ class CheckpointError(UserError):
 
 class DiskFullError(UserError):
     """The disk (or quota) holding a file the package writes is full; the previous version of
-    that file is intact."""
+    that file is intact. ``about_run`` is True once the message says which checkpoint of the run
+    is intact (what a user resumes from)."""
+
+    def __init__(self, message: str, *, about_run: bool = False) -> None:
+        super().__init__(message)
+        self.about_run = about_run
 
 
 class FolderInUseError(UserError):

@@ -132,15 +132,19 @@ def _read_member(fh: IO[bytes], name: str, size: int, want: Expected) -> np.ndar
     return raw.view(want.dtype).reshape(want.shape)
 
 
-def _check_directory(zf: zipfile.ZipFile, expected: Mapping[str, Expected], file_size: int) -> None:
-    """Every member of the central directory: expected, once, stored, inside the file."""
+def _check_directory(
+    zf: zipfile.ZipFile, expected: Mapping[str, Expected], file_size: int, free: str | None
+) -> None:
+    """Every member of the central directory: expected (or named ``free``-prefixed), once,
+    stored, inside the file."""
     seen: set[str] = set()
     for info in zf.infolist():
         name = info.filename
         if name in seen:
             raise Invalid(f"member {_show(name)} appears twice")
         seen.add(name)
-        if not name.endswith(".npy") or name[:-4] not in expected:
+        known = name[:-4] in expected or (free is not None and name.startswith(free))
+        if not name.endswith(".npy") or not known:
             raise Invalid(f"unknown member {_show(name)}")
         if info.compress_type != zipfile.ZIP_STORED:
             raise Invalid(
@@ -156,20 +160,39 @@ def _check_directory(zf: zipfile.ZipFile, expected: Mapping[str, Expected], file
         raise Invalid(f"member {_show(missing[0])}.npy is missing")
 
 
+def _free_shape(fh: IO[bytes], name: str, size: int, dtype: np.dtype) -> Expected:
+    """What a member whose shape nothing declared holds, from its own header: accepted only if
+    the header's dtype is ``dtype`` and its data fill the member exactly (so what is allocated is
+    no more than the member's bytes in the file)."""
+    header, header_size = _header(fh, name)
+    want = Expected(tuple(header["shape"]), dtype)
+    if len(want.shape) > 8 or want.nbytes != size - header_size:
+        raise Invalid(f"{name} declares shape {header['shape']}, which its data do not fill")
+    return want
+
+
 def read_npz(
-    fh: IO[bytes], file_size: int, expected: Mapping[str, Expected]
+    fh: IO[bytes],
+    file_size: int,
+    expected: Mapping[str, Expected],
+    free: tuple[str, np.dtype] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every array of the stored ``.npz`` open as ``fh`` (``file_size`` bytes), each exactly as
-    ``expected`` describes it (name -> :class:`Expected`); nothing else is accepted."""
+    ``expected`` describes it (name -> :class:`Expected`); nothing else is accepted, except, with
+    ``free=(prefix, dtype)``, members named with ``prefix`` whose shape only their header gives
+    (checkpoints of version 0.1 did not record the shapes of their ``aux:`` arrays)."""
     try:
         with zipfile.ZipFile(fh) as zf:
-            _check_directory(zf, expected, file_size)
+            _check_directory(zf, expected, file_size, free[0] if free else None)
             arrays = {}
             for info in zf.infolist():
+                key = info.filename[:-4]
+                want = expected.get(key)
+                if want is None and free is not None:
+                    with zf.open(info) as member:
+                        want = _free_shape(member, info.filename, info.file_size, free[1])
                 with zf.open(info) as member:
-                    arrays[info.filename[:-4]] = _read_member(
-                        member, info.filename, info.file_size, expected[info.filename[:-4]]
-                    )
+                    arrays[key] = _read_member(member, info.filename, info.file_size, want)
             return arrays
     except zipfile.BadZipFile as exc:
         what = str(exc).splitlines()[0][:120] if str(exc) else "bad zip structure"

@@ -33,7 +33,7 @@ from .checkpointing import (
 from .config import ModelConfig, TrainConfig
 from .data.batching import Batch, CharBatches
 from .data.corpus import Corpus
-from .errors import ConfigError, NonFiniteError, UserError
+from .errors import ConfigError, DiskFullError, NonFiniteError, UserError
 from .memory import check_fits
 from .metrics import Meter, Perplexity
 from .optim import Optimizer, OptState, Schedule
@@ -277,6 +277,13 @@ class _Run:
         return TrainResult(final, self.state.history, checkpoint=where, tensors=self.tensors)
 
 
+def _disk_full(exc: DiskFullError, out: Path, saved: int | None) -> DiskFullError:
+    """``exc`` (a log or history file could not be written) with what the user resumes from."""
+    kept = (f"the checkpoint of step {saved} in {str(out / CHECKPOINT_DIR)!r} is intact"
+            if saved is not None else "no checkpoint of this run was written yet")  # fmt: skip
+    return DiskFullError(f"{exc}, then resume; {kept}", about_run=True)
+
+
 def train(
     backend: Backend,
     corpus: Corpus,
@@ -347,13 +354,20 @@ def train(
                    checkpoint_every=checkpoint_every)  # fmt: skip
         n_batches = batches.num_train_batches()
         resumed = resume_dir.parent if resume_dir and resume_dir.name == CHECKPOINT_DIR else None
-        with RunLog(out, backend.name, n_batches, train_config.max_epochs, progress,
-                    state.history, lr=lambda step: schedule.lr(peak_lr, step),
-                    source=resumed) as run.log:  # fmt: skip
-            if resume_dir is None:
-                run.save()  # step 0: the directory now belongs to this run, and a kill resumes
-            elif out is not None and (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve():
-                run.last_saved = state.step
-            for epoch in range(state.epoch, train_config.max_epochs):
-                run.train_epoch(epoch)
-            return run.finish()
+        if resume_dir is not None and out is not None and (
+            (out / CHECKPOINT_DIR).resolve() == resume_dir.resolve()
+        ):
+            run.last_saved = state.step
+        try:
+            with RunLog(out, backend.name, n_batches, train_config.max_epochs, progress,
+                        state.history, lr=lambda step: schedule.lr(peak_lr, step),
+                        source=resumed) as run.log:  # fmt: skip
+                if resume_dir is None:
+                    run.save()  # step 0: the folder now belongs to this run, and a kill resumes
+                for epoch in range(state.epoch, train_config.max_epochs):
+                    run.train_epoch(epoch)
+                return run.finish()
+        except DiskFullError as exc:
+            if exc.about_run or out is None:
+                raise
+            raise _disk_full(exc, out, run.last_saved) from exc

@@ -425,8 +425,9 @@ CASES = [
          "cannot create output directory"),
     Case("disk-full-during-a-checkpoint", _resume_cli("--epochs", "3"),
          lambda c: _resume_with(c, max_epochs=3), DiskFullError,
-         r"no space left on the device holding '.*checkpoint': the checkpoint of step 24 was not "
-         r"written and the checkpoint of step 16 there is intact", setup=lambda c: _disk_full(c)),
+         # The resumed run's first write is metrics.csv, rewritten to the checkpoint's rows.
+         r"no space left on the device holding '.*metrics.csv' .*free some space, then resume; "
+         r"the checkpoint of step 16 in '.*checkpoint' is intact", setup=lambda c: _disk_full(c)),
     # --- generation
     Case("negative-num-preds", _generate_cli("--num-preds", "-4"),
          lambda c: _generate(c, num_preds=-4), UserError,

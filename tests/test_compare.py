@@ -199,7 +199,8 @@ def test_a_framework_asked_for_but_missing_fails_the_job_unless_allowed(tmp_path
     assert main([*args, "--allow-missing"]) == 1
     out, err = capsys.readouterr()
     assert "torch: failed" not in out and "no framework could run" in out
-    assert err.splitlines() == [
+    # Standard error also carries the oracle's progress lines; torch is named once, warned.
+    assert [line for line in err.splitlines() if "torch" in line] == [
         "rnn-backends: warning: torch was not run: not installed here (pass --python "
         "torch=PATH or use nox -s compare)"
     ], err

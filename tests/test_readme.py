@@ -76,10 +76,13 @@ CLI_LINES: dict[str, Line] = {
         Line("torch"),
     'rnn-backends generate --checkpoint runs/torch/checkpoint --prefix "it has" --temperature 0.8 '
     "--seed 1": Line("torch"),
-    "rnn-backends compare --frameworks torch,jax": Line("torch", SMALL_COMPARE),
+    # The torch session has no JAX: the job would fail on it (rightly) without --allow-missing.
+    "rnn-backends compare --frameworks torch,jax":
+        Line("torch", (*SMALL_COMPARE, "--allow-missing")),
+    "rnn-backends compare --frameworks torch,jax --allow-missing": Line("torch", SMALL_COMPARE),
     "rnn-backends train --backend torch --cell gru --num-layers 2": Line("torch", SMALL),
     "rnn-backends compare --cell lstm --num-layers 2 --variant native":
-        Line("torch", SMALL_COMPARE),
+        Line("torch", (*SMALL_COMPARE, "--allow-missing")),
     "rnn-backends bench --frameworks torch --out bench-results":
         Line("torch", ("--steps", "1", "--warmup", "0", "--sweeps", "", "--variants", "fast")),
     "python benchmarks/assemble.py bench-results": Line("torch"),

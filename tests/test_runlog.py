@@ -167,7 +167,7 @@ def test_metrics_csv_holds_every_update_and_epoch_of_the_history(tmp_path):
     assert [int(r["step"]) for r in steps] == list(range(len(history["step_loss"])))
     assert [float(r["loss"]) for r in steps] == history["step_loss"]
     assert [float(r["grad_norm"]) for r in steps] == history["step_grad_norm"]
-    assert {float(r["lr"]) for r in steps} == {cfg.lr}
+    assert [float(r["lr"]) for r in steps] == history["step_lr"]  # the schedule's, per update
     assert [int(r["epoch"]) for r in steps] == [s // STEPS_PER_EPOCH + 1 for s in range(16)]
     assert [(int(r["epoch"]), float(r["train_ppl"]), float(r["val_ppl"])) for r in epochs] == [
         (e["epoch"], e["train_ppl"], e["val_ppl"]) for e in history["epochs"]
@@ -307,7 +307,7 @@ def test_tensorboard_events_hold_the_runs_scalars(tmp_path):
     assert set(scalars) == {"loss", "grad_norm", "lr", "train_ppl", "val_ppl"}
     assert scalars["loss"] == list(enumerate(f32(history["step_loss"])))
     assert scalars["grad_norm"] == list(enumerate(f32(history["step_grad_norm"])))
-    assert scalars["lr"] == [(s, cfg.lr) for s in range(16)]
+    assert scalars["lr"] == list(enumerate(f32(history["step_lr"])))
     ends = [e["epoch"] * STEPS_PER_EPOCH - 1 for e in history["epochs"]]
     assert scalars["val_ppl"] == list(zip(ends, f32(e["val_ppl"] for e in history["epochs"]),
                                           strict=True))  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rnn_backends import cells, compare, reference
+from rnn_backends import compare, optim, reference
 from rnn_backends.backends import registry
 from rnn_backends.backends.base import Backend, StepResult, clip_threshold
 from rnn_backends.backends.numpy_backend import NumpyBackend
@@ -81,17 +81,17 @@ def _assert_caught(report: dict[str, Any], name: str, bug: Bug) -> None:
 
 def _patch_update(monkeypatch: pytest.MonkeyPatch, bug: Bug) -> None:
     """Every framework's update (the fast and the generic step both end in it)."""
-    real = cells.clip_and_sgd
+    real = optim.update
 
-    def buggy(ops, params, grads, lr, max_norm):
+    def buggy(ops, optimizer, params, grads, slots, rates, max_norm):
         if bug.grads is not None:
             grads, max_norm = bug.grads(grads, max_norm)
-        new, norm = real(ops, params, grads, lr, max_norm)
+        new, new_slots, norm = real(ops, optimizer, params, grads, slots, rates, max_norm)
         if bug.frozen:
             new = {k: params[k] if k.startswith(bug.frozen) else v for k, v in new.items()}
-        return new, norm
+        return new, new_slots, norm
 
-    monkeypatch.setattr(cells, "clip_and_sgd", buggy)
+    monkeypatch.setattr(optim, "update", buggy)
 
 
 def _patch_forward(monkeypatch: pytest.MonkeyPatch, backend_cls: type[Backend], bug: Bug) -> None:
