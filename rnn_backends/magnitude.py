@@ -193,7 +193,12 @@ def _cell_forward(cell: str, w: dict[str, Dual], xw: dict[str, Dual], h: Dual, c
         pre = xw["h"] + w["b_h"] + r * hh if after else xw["h"] + (r * h) @ w["W_hh"] + w["b_h"]
         cand = tanh(pre)
         h_new = z * h + (1.0 - z) * cand
-        return h_new, None, {"h_prev": h, "z": z, "r": r, "cand": cand, "hh": hh}
+        cache = {"h_prev": h, "z": z, "r": r, "cand": cand}
+        if hh is not None:  # only the reset-after form reads W_hh h back in the backward step
+            cache["hh"] = hh
+        return h_new, None, cache
+    # An LSTM step always carries a cell state: _forward starts it from zeros or the given state.
+    assert c is not None, "an LSTM step needs the cell state c"
     i, f, o = (sigmoid(xw[g] + h @ w["W_h" + g] + w["b_" + g]) for g in "ifo")
     g_ = tanh(xw["c"] + h @ w["W_hc"] + w["b_c"])
     c_new = f * c + i * g_
@@ -233,16 +238,19 @@ def _cell_backward(cell: str, w: dict[str, Dual], s: dict[str, Dual], dh: Dual,
             dh_prev = dh_prev + d_pre[g] @ w["W_h" + g].T
         return d_pre, dh_prev, None
     i, f, o, g_, tc = (s[k] for k in ("i", "f", "o", "g", "tc"))
+    # An LSTM carries d c_prev from step to step: _direction_backward starts it from zeros.
+    assert dc is not None, "an LSTM step needs the cell-state gradient dc"
     dc = dc + dh * o * (1.0 - tc * tc)
     d_pre["i"] = dc * g_ * i * (1.0 - i)
     d_pre["f"] = dc * s["c_prev"] * f * (1.0 - f)
     d_pre["o"] = dh * tc * o * (1.0 - o)
     d_pre["c"] = dc * i * (1.0 - g_ * g_)
-    dh_prev = None
-    for g in _GATES[cell]:
+    gates = _GATES[cell]
+    for g in gates:
         grads["W_h" + g] = grads["W_h" + g] + h_prev.T @ d_pre[g]
-        part = d_pre[g] @ w["W_h" + g].T
-        dh_prev = part if dh_prev is None else dh_prev + part
+    dh_prev = d_pre[gates[0]] @ w["W_h" + gates[0]].T
+    for g in gates[1:]:
+        dh_prev = dh_prev + d_pre[g] @ w["W_h" + g].T
     return d_pre, dh_prev, dc * f
 
 
@@ -288,7 +296,7 @@ def _forward(
         layers.append(dirs)
         xin = concat(outs, axis=-1) if D == 2 else outs[0]
     logits = xin @ Dual.exact(params["W_hq"]) + Dual.exact(params["b_q"])
-    return logits, finals, layers + [xin], cell  # type: ignore[list-item]
+    return logits, finals, layers + [xin], cell
 
 
 def _softmax_terms(logits: Dual) -> tuple[Dual, Dual]:
@@ -349,9 +357,10 @@ def loss_and_grads(params: Params, X: np.ndarray, Y: np.ndarray, state: Any = No
             if dx is not None:
                 dx = dx[::-1] if d else dx
                 d_in = dx if d_in is None else d_in + dx
-        d_out = d_in
+        if d_in is not None:  # None only for the first layer, below which nothing reads d_out
+            d_out = d_in
     n_states = 2 if cell == "lstm" else 1
-    final = tuple(stack([f[j] for f in finals]) for j in range(n_states))  # type: ignore[misc]
+    final = tuple(stack([f[j] for f in finals]) for j in range(n_states))
     swap = lambda x: Dual(x.v.transpose(1, 0, 2), x.s.transpose(1, 0, 2))  # noqa: E731
     return Magnitudes(loss, {k: grads[k] for k in params}, swap(logits), final)
 
@@ -362,17 +371,17 @@ def _direction_backward(cell: str, direction: _Direction, d_out: Dual, after: bo
     w, steps, T = direction.w, direction.steps, len(direction.steps)
     H = d_out.v.shape[-1]
     grads = {"W_h" + g: _zero((H, H)) for g in _GATES[cell]}
-    d_pres: dict[str, list[Dual]] = {g: [None] * T for g in _GATES[cell]}  # type: ignore[misc]
+    d_pres: dict[str, list[Dual]] = {g: [] for g in _GATES[cell]}  # in reverse time order
     dh_next = _zero(d_out.v.shape[1:])
     dc = _zero(d_out.v.shape[1:]) if cell == "lstm" else None
     for t in reversed(range(T)):
         d_pre, dh_next, dc = _cell_backward(cell, w, steps[t], d_out[t] + dh_next, dc, grads,
                                             after)  # fmt: skip
         for g in d_pre:
-            d_pres[g][t] = d_pre[g]
+            d_pres[g].append(d_pre[g])
     dx = None
     for g in _GATES[cell]:
-        dp = stack(d_pres[g])
+        dp = stack(d_pres[g][::-1])
         grads["b_" + g] = dp.sum(axis=(0, 1))
         if isinstance(direction.xin, np.ndarray):
             grads["W_x" + g] = _rows_grad(direction.xin, dp, w["W_x" + g].v.shape[0])
