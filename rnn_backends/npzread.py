@@ -18,13 +18,14 @@ Every refusal raises :class:`~rnn_backends.checkpoint_schema.Invalid` with what 
 from __future__ import annotations
 
 import ast
+import io
 import math
 import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, cast
 
 import numpy as np
 
@@ -73,14 +74,14 @@ def _dtype_words(descr: str) -> str:
     return descr
 
 
-def _read_exact(fh: IO[bytes], n: int, name: str) -> bytes:
+def _read_exact(fh: io.BufferedIOBase, n: int, name: str) -> bytes:
     data = fh.read(n)
     if len(data) != n:
         raise Invalid(f"{name} ends inside its .npy header")
     return data
 
 
-def _header(fh: IO[bytes], name: str) -> tuple[dict, int]:
+def _header(fh: io.BufferedIOBase, name: str) -> tuple[dict, int]:
     """The member's parsed ``.npy`` header and its length in bytes (magic and length included)."""
     magic = _read_exact(fh, 8, name)
     if magic[:6] != MAGIC or magic[6] not in (1, 2, 3) or magic[7] != 0:
@@ -107,7 +108,7 @@ def _header(fh: IO[bytes], name: str) -> tuple[dict, int]:
     return header, 8 + width + length
 
 
-def _read_member(fh: IO[bytes], name: str, size: int, want: Expected) -> np.ndarray:
+def _read_member(fh: io.BufferedIOBase, name: str, size: int, want: Expected) -> np.ndarray:
     """The array in member ``name`` of ``size`` bytes, checked against ``want`` first."""
     header, header_size = _header(fh, name)
     if header["descr"] != want.dtype.str:
@@ -121,7 +122,7 @@ def _read_member(fh: IO[bytes], name: str, size: int, want: Expected) -> np.ndar
             f"{name} holds {size - header_size} bytes of data; its header declares {want.nbytes}"
         )
     raw = np.empty(want.nbytes, dtype=np.uint8)
-    view, done = memoryview(raw), 0
+    view, done = raw.data, 0  # the array's memoryview (numpy's stubs don't call it a Buffer)
     while done < want.nbytes:
         got = fh.readinto(view[done:])
         if not got:
@@ -160,7 +161,7 @@ def _check_directory(
         raise Invalid(f"member {_show(missing[0])}.npy is missing")
 
 
-def _free_shape(fh: IO[bytes], name: str, size: int, dtype: np.dtype) -> Expected:
+def _free_shape(fh: io.BufferedIOBase, name: str, size: int, dtype: np.dtype) -> Expected:
     """What a member whose shape nothing declared holds, from its own header: accepted only if
     the header's dtype is ``dtype`` and its data fill the member exactly (so what is allocated is
     no more than the member's bytes in the file)."""
@@ -188,10 +189,14 @@ def read_npz(
             for info in zf.infolist():
                 key = info.filename[:-4]
                 want = expected.get(key)
+                # ZipFile.open returns a ZipExtFile, an io.BufferedIOBase (which has readinto);
+                # typeshed declares only IO[bytes].
                 if want is None and free is not None:
-                    with zf.open(info) as member:
+                    with cast(io.BufferedIOBase, zf.open(info)) as member:
                         want = _free_shape(member, info.filename, info.file_size, free[1])
-                with zf.open(info) as member:
+                # _check_directory admitted only expected names and, with free, prefixed ones.
+                assert want is not None, f"{info.filename} passed the directory check unexpected"
+                with cast(io.BufferedIOBase, zf.open(info)) as member:
                     arrays[key] = _read_member(member, info.filename, info.file_size, want)
             return arrays
     except zipfile.BadZipFile as exc:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -37,8 +37,18 @@ def sampled_steps(total: int, count: int) -> list[int]:
         return []
     early = list(range(min(3, total, count)))
     rest = max(count - len(early), 0)
-    late = np.geomspace(max(len(early), 1), total - 1, rest) if rest and total > 3 else []
+    late: np.ndarray | list[float] = (
+        np.geomspace(max(len(early), 1), total - 1, rest) if rest and total > 3 else []
+    )
     return sorted({*early, *(int(round(x)) for x in late)})
+
+
+@overload
+def public_state(arrays: list[np.ndarray], states: int) -> tuple[np.ndarray, ...]: ...
+
+
+@overload
+def public_state(arrays: None, states: int) -> None: ...
 
 
 def public_state(arrays: list[np.ndarray] | None, states: int) -> tuple[np.ndarray, ...] | None:
@@ -83,7 +93,8 @@ class Recorder:
         name = f"step_{step:06d}.npz"
         arrays = {"X": X, "Y": Y, **{f"before/{k}": v for k, v in before.items()},
                   **{f"after/{k}": v for k, v in after.items()}}  # fmt: skip
-        np.savez(self._folder / name, **arrays)
+        # numpy's stub types **kwds as if a key could be its allow_pickle flag (a bool).
+        np.savez(self._folder / name, **arrays)  # type: ignore[arg-type]
         opt = kwargs.get("opt_state")
         self.records.append({
             "step": step, "file": f"{FOLDER}/{name}", "loss": res.loss,

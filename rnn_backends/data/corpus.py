@@ -314,5 +314,5 @@ def load_corpus(source: str = "default", vocab: Vocab | None = None) -> Corpus:
         vocab = Vocab({chr(code): int(n) for code, n in enumerate(counts) if n})
     ids = _encode(chars, vocab)
     # str() of a buffer decodes it in place: no bytes copy of the whole text.
-    text = str(memoryview(chars), "ascii")
+    text = str(chars.data, "ascii")  # .data: the memoryview, as numpy's stubs type it
     return Corpus(name=source, text=text, vocab=vocab, ids=ids, file=file)
