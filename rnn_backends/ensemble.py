@@ -173,7 +173,7 @@ class Member:
         out = StepResult(perm.params(res.params, inverse=True), res.loss, res.grad_norm,
                          self._state_out(perm, model, res.state))  # fmt: skip
         if opt_state is not None:
-            out.opt_state = opt_state  # type: ignore[attr-defined]
+            out.opt_state = opt_state
         return out
 
 

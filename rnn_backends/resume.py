@@ -56,7 +56,7 @@ from .metrics import Meter
 from .optim import SLOTS, OptState
 
 if TYPE_CHECKING:
-    from .backends.base import Backend
+    from .backends.base import Trainable
 
 CARRY = "carry"  # Checkpoint.arrays names: carry0, carry1, ... (one per state tensor)
 OPT = "opt"  # Checkpoint.arrays names: opt:<slot>:<parameter>
@@ -122,7 +122,7 @@ def guard_output(out: Path, resume_from: Path | None, overwrite: bool) -> None:
 # --- saving -------------------------------------------------------------------------------------
 
 
-def _carry_to_numpy(backend: Backend, carry: Any) -> tuple[np.ndarray, ...] | None:
+def _carry_to_numpy(backend: Trainable, carry: Any) -> tuple[np.ndarray, ...] | None:
     """The state ``train_step`` returned (a tuple of the backend's tensors) as NumPy arrays."""
     if carry is None:
         return None
@@ -131,7 +131,7 @@ def _carry_to_numpy(backend: Backend, carry: Any) -> tuple[np.ndarray, ...] | No
     return tuple(np.asarray(backend.to_numpy(s)) for s in carry)
 
 
-def carry_to_tensors(backend: Backend, carry: tuple[np.ndarray, ...] | None) -> Any:
+def carry_to_tensors(backend: Trainable, carry: tuple[np.ndarray, ...] | None) -> Any:
     """A saved carried state as the backend's tensors: the same arrays, shapes and types that
     ``train_step`` returned, so the next step takes the same path as without the restart."""
     if carry is None:
@@ -191,7 +191,7 @@ def _resume_record(
 
 def save_run(
     out: Path,
-    backend: Backend,
+    backend: Trainable,
     tensors: Any,
     carry: Any,
     opt_state: OptState | None,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, StepResult
+from .backends.base import StepResult, Trainable
 from .checkpointing import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -46,7 +46,7 @@ __all__ = ["Perplexity", "TrainResult", "evaluate", "train"]
 
 
 def evaluate(
-    backend: Backend, params: Any, batches: Iterable[Batch], carry_state: bool
+    backend: Trainable, params: Any, batches: Iterable[Batch], carry_state: bool
 ) -> Perplexity:
     """Perplexity of ``params`` (canonical NumPy weights or the backend's tensors) over
     ``batches`` (no updates); the state is carried from batch to batch when ``carry_state``."""
@@ -72,7 +72,7 @@ class TrainResult:
 
 
 def _history_header(
-    backend: Backend, corpus: Corpus, model_config: ModelConfig, train_config: TrainConfig
+    backend: Trainable, corpus: Corpus, model_config: ModelConfig, train_config: TrainConfig
 ) -> dict[str, Any]:
     return {
         "backend": backend.name,
@@ -86,7 +86,7 @@ def _history_header(
 
 
 def _check_arguments(
-    backend: Backend,
+    backend: Trainable,
     model_config: ModelConfig,
     train_config: TrainConfig,
     params: dict[str, np.ndarray] | None,
@@ -157,7 +157,7 @@ def _initial_state(
 class _Run:
     """A run in progress: what changes from step to step and where it is saved."""
 
-    backend: Backend
+    backend: Trainable
     corpus: Corpus
     model_config: ModelConfig
     train_config: TrainConfig
@@ -221,6 +221,9 @@ class _Run:
         seconds = time.perf_counter() - t0
         if not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
             raise self._diverged(res, epoch)
+        # Given an optimizer state, every train_step returns the next one (base.Backend, the
+        # oracle's, and the wrappers that forward to them).
+        assert res.opt_state is not None, "train_step returned no optimizer state"
         self.tensors, self.carry, self.opt_state = res.params, res.state, res.opt_state
         state = self.state
         state.meter.add(res.loss, X.size)
@@ -285,7 +288,7 @@ def _disk_full(exc: DiskFullError, out: Path, saved: int | None) -> DiskFullErro
 
 
 def train(
-    backend: Backend,
+    backend: Trainable,
     corpus: Corpus,
     model_config: ModelConfig,
     train_config: TrainConfig,

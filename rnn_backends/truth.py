@@ -53,7 +53,7 @@ def trajectories(corpus: Corpus, model: ModelConfig, config: TrainConfig,
     f64 = TrainConfig.from_dict({**config.to_dict(), "dtype": "float64"})
     run = train(_oracle("float64", model), corpus, model, f64, params=_as64(start),
                 progress=False)  # fmt: skip
-    out = {"float64": _summary(run), "members": []}
+    out: dict[str, Any] = {"float64": _summary(run), "members": []}
     for member in members(model, member_count, config.dtype)[1:]:
         out["members"].append(_summary(train(member, corpus, model, config, progress=False)))
     return out

@@ -31,7 +31,7 @@ import functools
 import math
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -99,6 +99,46 @@ class StepResult:
     grad_norm: float  # global gradient norm before clipping
     state: Any  # the final state as tensors, detached: feed it to the next batch to carry it
     opt_state: optim.OptState | None = None  # the optimizer's state as tensors, for the next step
+
+
+class Trainable(Protocol):
+    """What ``train``, ``evaluate`` and the run checkpoint call on a backend: a :class:`Backend`,
+    or a wrapper that forwards the rest to one (``shadow.Recorder``, ``ensemble.Member``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
+
+    def version(self) -> str: ...
+    def to_numpy(self, x: Any) -> np.ndarray: ...
+    def asarray(self, x: np.ndarray) -> Any: ...
+    def prepare(self, params: Params) -> Tensors: ...
+    def export(self, tensors: Tensors) -> Params: ...
+    def init_opt_state(
+        self, optimizer: optim.Optimizer | str | None, params: Params | Tensors
+    ) -> optim.OptState: ...
+    def prepare_opt_state(self, opt_state: optim.OptState) -> optim.OptState: ...
+    def export_opt_state(self, opt_state: optim.OptState) -> optim.OptState: ...
+    def loss(
+        self, params: Params | Tensors, X: np.ndarray, Y: np.ndarray, state: Any = None
+    ) -> tuple[float, Any]: ...
+    def train_step(
+        self,
+        params: Params | Tensors,
+        X: np.ndarray,
+        Y: np.ndarray,
+        state: Any = None,
+        *,
+        lr: float,
+        grad_clip: float,
+        optimizer: optim.Optimizer | str | None = None,
+        opt_state: optim.OptState | None = None,
+    ) -> StepResult: ...
 
 
 @dataclass(frozen=True)
