@@ -222,7 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume_dir = find_checkpoint(args.resume)
         base = load_checkpoint(resume_dir)
         resume_position(base, resume_dir)
-    if base is not None and args.corpus is None:  # the path the checkpoint stores: checked
+    # base and resume_dir are set together; the path the checkpoint stores is checked.
+    if base is not None and resume_dir is not None and args.corpus is None:
         corpus = stored_corpus(base, resume_dir)
     else:
         corpus = load_corpus(args.corpus or "default")

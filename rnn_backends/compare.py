@@ -40,6 +40,7 @@ from .params import init_params
 from .report import write_report
 from .runfolder import MARKER, own_folder
 from .train import evaluate, train
+from .truth import Initial
 from .workers import launch
 
 ORACLE = "numpy"
@@ -166,6 +167,8 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
         recorder, corpus, model_config, train_config, out_dir=folder, progress=None, overwrite=True
     )  # the report is regenerated whole on every run; train makes the folder this package's
     wall = time.perf_counter() - t0
+    # train wrote checkpoints into out_dir=folder, so its result names the last one.
+    assert result.checkpoint is not None, "train with an out_dir returned no checkpoint"
     recorder.save_index()
     buf = io.BytesIO()
     np.savez(buf, **grads0)
@@ -411,7 +414,7 @@ class _Context:
     oracle: dict[str, Any] | None  # the numpy row's record
     oracle_x: dict[str, Any]  # the numpy row's evaluation of every checkpoint
     truth: dict[str, Any]  # a float32 job's float64 runs (truth.json)
-    initial: truth.Initial | None  # a float32 job's step-0 truth
+    initial: Initial | None  # a float32 job's step-0 truth
 
     @property
     def members(self) -> int:

@@ -244,7 +244,7 @@ def _plots(out: Path, rows: list[dict[str, Any]],
     if plt is None:
         return []
     done = [r for r in rows if "epochs" in r]
-    names = [_plot_perplexity(plt, out, done), _plot_step_time(plt, out, done)]
+    names: list[str | None] = [_plot_perplexity(plt, out, done), _plot_step_time(plt, out, done)]
     if trajectory is not None:
         names.append(_plot_deviation(plt, out, rows, trajectory))
     return [n for n in names if n]
