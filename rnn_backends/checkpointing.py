@@ -299,8 +299,10 @@ def _previous_weights(out: Path) -> tuple[str | None, int | None]:
     if meta is None:
         return None, None
     sha, step = meta.get("params_sha256"), meta.get("step")
-    ok = isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None
-    return (_staged_name(sha) if ok else None), (step if isinstance(step, int) else None)
+    staged = None
+    if isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None:
+        staged = _staged_name(sha)
+    return staged, (step if isinstance(step, int) else None)
 
 
 def _remove_staged(out: Path, keep: str | None) -> None:

@@ -14,8 +14,9 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,16 +107,23 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return dict(pairs)
 
 
-def _tensors(header: dict, data: memoryview, bad) -> dict[str, np.ndarray]:
+def _tensors(
+    header: dict[str, Any], data: memoryview, bad: Callable[[str], CheckpointError]
+) -> dict[str, np.ndarray]:
     """The arrays ``header``'s entries describe in ``data``, after checking that they tile it."""
     spans = []
     for name, entry in header.items():
-        ok = isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}
-        shape, span = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
-        ok = ok and isinstance(entry["dtype"], str) and entry["dtype"] in DTYPES
-        ok = ok and isinstance(shape, list) and isinstance(span, list)
-        ok = ok and all(type(d) is int and d >= 0 for d in [*shape, *span]) and len(span) == 2
-        if not ok:
+        fields = isinstance(entry, dict) and set(entry) == {"dtype", "shape", "data_offsets"}
+        shape, span = (entry["shape"], entry["data_offsets"]) if fields else (None, None)
+        if not (
+            fields
+            and isinstance(entry["dtype"], str)
+            and entry["dtype"] in DTYPES
+            and isinstance(shape, list)
+            and isinstance(span, list)
+            and all(type(d) is int and d >= 0 for d in [*shape, *span])
+            and len(span) == 2
+        ):
             raise bad(f"entry {name!r} is not {{dtype, shape, data_offsets}} of a known dtype")
         size = math.prod(shape) * np.dtype(DTYPES[entry["dtype"]]).itemsize
         if span[1] - span[0] != size:
@@ -145,5 +153,6 @@ def safetensors_export(weights: Weights) -> bytes:
 def npz_export(weights: Weights) -> bytes:
     """``weights`` as a plain ``np.savez`` archive under the book's names (no pickle)."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: weights.params[k] for k in param_shapes(weights.model)})
+    # numpy's stub types **kwds as if a name could be its allow_pickle flag; none is here.
+    np.savez(buf, **{k: weights.params[k] for k in param_shapes(weights.model)})  # type: ignore[arg-type]
     return buf.getvalue()
