@@ -168,7 +168,9 @@ class _Run:
     optimizer: Optimizer
     schedule: Schedule
     peak_lr: float  # the schedule's rate after the warmup
-    opt_state: OptState  # the optimizer's state as tensors
+    # The optimizer's state as tensors; None after a step of a backend that keeps none (a plain
+    # SGD participant: StepResult.opt_state defaults to None), and the next step starts afresh.
+    opt_state: OptState | None
     carry: Any = None  # the backend's state after the last step (used when batches carry it)
     on_step: Callable[[int, float, float], None] | None = None
     checkpoint_every: int | None = None
@@ -221,9 +223,6 @@ class _Run:
         seconds = time.perf_counter() - t0
         if not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
             raise self._diverged(res, epoch)
-        # Given an optimizer state, every train_step returns the next one (base.Backend, the
-        # oracle's, and the wrappers that forward to them).
-        assert res.opt_state is not None, "train_step returned no optimizer state"
         self.tensors, self.carry, self.opt_state = res.params, res.state, res.opt_state
         state = self.state
         state.meter.add(res.loss, X.size)
