@@ -80,7 +80,18 @@ CLI_LINES: dict[str, Line] = {
     "rnn-backends compare --frameworks torch,jax":
         Line("torch", (*SMALL_COMPARE, "--allow-missing")),
     "rnn-backends compare --frameworks torch,jax --allow-missing": Line("torch", SMALL_COMPARE),
-    "rnn-backends train --backend torch --cell gru --num-layers 2": Line("torch", SMALL),
+    "rnn-backends train --backend torch --cell gru --num-layers 2 --epochs 30": Line("torch", SMALL),
+    "rnn-backends train --backend torch --epochs 30 --out runs/rnn": Line("torch", SMALL),
+    "rnn-backends train --backend torch --cell gru --num-layers 2 --epochs 30 --out runs/gru":
+        Line("torch", SMALL),
+    "rnn-backends train --backend torch --cell lstm --num-layers 2 --epochs 30 --out runs/lstm":
+        Line("torch", SMALL),
+    "rnn-backends train --backend jax --optimizer adamw --weight-decay 0.01 --schedule step "
+    "--warmup-steps 20": Line("jax", SMALL),
+    "rnn-backends export --checkpoint runs/torch --to torch --out model.pt": Line("torch"),
+    "rnn-backends export --checkpoint runs/torch --to safetensors --out model.safetensors":
+        Line("torch"),
+    "rnn-backends export --checkpoint runs/torch --to npz --out weights.npz": Line("torch"),
     "rnn-backends compare --cell lstm --num-layers 2 --variant native":
         Line("torch", (*SMALL_COMPARE, "--allow-missing")),
     "rnn-backends bench --frameworks torch --out bench-results":
