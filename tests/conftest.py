@@ -250,6 +250,31 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 @pytest.fixture
+
+def adamw_steps_match_the_oracle(backend, params, X, Y, tol: float) -> tuple[object, object]:
+    """Six AdamW steps at changing rates and clip thresholds (0: none) against the oracle's,
+    every loss and every weight within ``tol``; returns the backend's (weights, optimizer state)
+    so that a test can count the traces of its compiled step."""
+    import math
+
+    from rnn_backends import optim, reference
+
+    opt = optim.Optimizer("adamw", weight_decay=0.2)
+    tensors, opt_state, state = backend.prepare(params), None, None
+    oracle, o_opt, o_state = dict(params), reference.optimizer_state(params, "adamw"), None
+    for lr, clip in ((0.01, 1.0), (0.02, 0.05), (0.04, 0), (0.03, 7.0), (0.01, 0.5), (0.0, 1.0)):
+        res = backend.train_step(tensors, X, Y, state, lr=lr, grad_clip=clip, optimizer=opt,
+                                 opt_state=opt_state)  # fmt: skip
+        tensors, state, opt_state = res.params, res.state, res.opt_state
+        oracle, o_loss, _, o_state, o_opt = reference.model_optimizer_step(
+            oracle, X, Y, o_state, lr, clip if clip else math.inf, o_opt, "adamw",
+            weight_decay=0.2,
+        )
+        assert abs(res.loss - o_loss) / o_loss <= tol
+        for k, v in backend.export(tensors).items():
+            assert rel_err(v, oracle[k]) <= tol, k
+    return tensors, opt_state
+
 def small_model() -> tuple[ModelConfig, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """A small RNN with weights large enough that every gradient is far from zero."""
     cfg = ModelConfig(vocab_size=11, hidden_size=7, init_sigma=0.4)

@@ -7,7 +7,6 @@ Every number is checked against the NumPy oracle or a mathematical identity.
 from __future__ import annotations
 
 import importlib.metadata
-import math
 from functools import partial
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 jax = pytest.importorskip("jax")
 
 import jax.numpy as jnp  # noqa: E402
-from conftest import rel_err  # noqa: E402
+from conftest import adamw_steps_match_the_oracle, rel_err  # noqa: E402
 
 from rnn_backends import ModelConfig, init_params, reference  # noqa: E402
 from rnn_backends.backends.jax_backend import JaxBackend  # noqa: E402
@@ -94,7 +93,6 @@ def test_jit_step_with_adam_and_a_schedule_is_traced_once(small_model, monkeypat
     """The learning rate, the update count (Adam's bias corrections) and the clip threshold are
     traced values: six steps of AdamW at changing rates and thresholds compile one program and
     match the oracle; the optimizer is static, so another one compiles its own."""
-    from rnn_backends import optim
 
     _, params, X, Y = small_model
     backend = JaxBackend("float64", device="cpu", variant=variant)
@@ -106,20 +104,7 @@ def test_jit_step_with_adam_and_a_schedule_is_traced_once(small_model, monkeypat
         return step(*args, **kwargs)
 
     monkeypatch.setattr(backend, "_step", counting)
-    opt = optim.Optimizer("adamw", weight_decay=0.2)
-    native, opt_state, state = backend.prepare(params), None, None
-    oracle, o_opt, o_state = dict(params), reference.optimizer_state(params, "adamw"), None
-    for lr, clip in ((0.01, 1.0), (0.02, 0.05), (0.04, 0), (0.03, 7.0), (0.01, 0.5), (0.0, 1.0)):
-        res = backend.train_step(native, X, Y, state, lr=lr, grad_clip=clip, optimizer=opt,
-                                 opt_state=opt_state)  # fmt: skip
-        native, state, opt_state = res.params, res.state, res.opt_state
-        oracle, o_loss, _, o_state, o_opt = reference.model_optimizer_step(
-            oracle, X, Y, o_state, lr, clip if clip else math.inf, o_opt, "adamw",
-            weight_decay=0.2,
-        )
-        assert abs(res.loss - o_loss) / o_loss <= F64_TOL
-        for k, v in backend.export(native).items():
-            assert rel_err(v, oracle[k]) <= F64_TOL, k
+    native, _ = adamw_steps_match_the_oracle(backend, params, X, Y, F64_TOL)
     assert traces == ["adamw"]
     backend.train_step(native, X, Y, lr=0.1, grad_clip=1.0, optimizer="momentum")
     backend.train_step(native, X, Y, lr=0.2, grad_clip=1.0, optimizer="momentum")

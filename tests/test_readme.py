@@ -80,7 +80,8 @@ CLI_LINES: dict[str, Line] = {
     "rnn-backends compare --frameworks torch,jax":
         Line("torch", (*SMALL_COMPARE, "--allow-missing")),
     "rnn-backends compare --frameworks torch,jax --allow-missing": Line("torch", SMALL_COMPARE),
-    "rnn-backends train --backend torch --cell gru --num-layers 2 --epochs 30": Line("torch", SMALL),
+    "rnn-backends train --backend torch --cell gru --num-layers 2 --epochs 30":
+        Line("torch", SMALL),
     "rnn-backends train --backend torch --epochs 30 --out runs/rnn": Line("torch", SMALL),
     "rnn-backends train --backend torch --cell gru --num-layers 2 --epochs 30 --out runs/gru":
         Line("torch", SMALL),

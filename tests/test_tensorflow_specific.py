@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import os
 import re
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from conftest import REPO, rel_err  # noqa: E402
+from conftest import REPO, adamw_steps_match_the_oracle, rel_err  # noqa: E402
 
 from rnn_backends import reference  # noqa: E402
 from rnn_backends.backends.tensorflow_backend import TensorflowBackend  # noqa: E402
@@ -170,24 +169,10 @@ def test_compiled_step_with_adam_and_a_schedule_does_not_retrace(variant, small_
     """The learning rate, the update count (Adam's bias corrections) and the clip threshold are
     tensor arguments: six AdamW steps at changing rates and thresholds trace one graph and match
     the oracle; the optimizer is static, so another one traces its own."""
-    from rnn_backends import optim
 
     _, params, X, Y = small_model
     backend = TensorflowBackend("float64", device="cpu", variant=variant)
-    opt = optim.Optimizer("adamw", weight_decay=0.2)
-    native, opt_state, state = backend.prepare(params), None, None
-    oracle, o_opt, o_state = dict(params), reference.optimizer_state(params, "adamw"), None
-    for lr, clip in ((0.01, 1.0), (0.02, 0.05), (0.04, 0), (0.03, 7.0), (0.01, 0.5), (0.0, 1.0)):
-        res = backend.train_step(native, X, Y, state, lr=lr, grad_clip=clip, optimizer=opt,
-                                 opt_state=opt_state)  # fmt: skip
-        native, state, opt_state = res.params, res.state, res.opt_state
-        oracle, o_loss, _, o_state, o_opt = reference.model_optimizer_step(
-            oracle, X, Y, o_state, lr, clip if clip else math.inf, o_opt, "adamw",
-            weight_decay=0.2,
-        )
-        assert abs(res.loss - o_loss) / o_loss <= F64_TOL
-        for k, v in backend.export(native).items():
-            assert rel_err(v, oracle[k]) <= F64_TOL, k
+    native, _ = adamw_steps_match_the_oracle(backend, params, X, Y, F64_TOL)
     assert _traces(backend) == 1
     for lr in (0.1, 0.2):
         backend.train_step(native, X, Y, lr=lr, grad_clip=1.0, optimizer="momentum")

@@ -194,10 +194,8 @@ class BuggyOracle(NumpyBackend):
         return StepResult(params=new, loss=loss, grad_norm=norm, state=final)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("bug", BUGS, ids=[b.name for b in BUGS])
-def test_injected_bug_fails_the_job_on_the_oracle_side(bug, dtype, tmp_path, monkeypatch):
-    """No framework needed: a participant named ``buggy`` runs the oracle's code with the bug."""
+def _install_buggy(monkeypatch: pytest.MonkeyPatch, bug: Bug) -> None:
+    """Register a participant named ``buggy`` that runs the oracle's code with ``bug``."""
     spec = registry.BackendSpec("buggy", "numpy_backend", "NumpyBackend", "numpy", None,
                                 "Buggy oracle")  # fmt: skip
     monkeypatch.setitem(registry.BACKENDS, "buggy", spec)
@@ -212,6 +210,13 @@ def test_injected_bug_fails_the_job_on_the_oracle_side(bug, dtype, tmp_path, mon
         return backend
 
     monkeypatch.setattr(compare, "get_backend", get_backend)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bug", BUGS, ids=[b.name for b in BUGS])
+def test_injected_bug_fails_the_job_on_the_oracle_side(bug, dtype, tmp_path, monkeypatch):
+    """No framework needed: a participant named ``buggy`` runs the oracle's code with the bug."""
+    _install_buggy(monkeypatch, bug)
     report = run_compare(tmp_path, ["buggy"], _spec(bug, dtype), log=lambda *_: None)
     _assert_caught(report, "buggy", bug)
 
@@ -219,20 +224,7 @@ def test_injected_bug_fails_the_job_on_the_oracle_side(bug, dtype, tmp_path, mon
 def test_the_correct_oracle_participant_passes(tmp_path, monkeypatch):
     """The same participant without a bug passes: the failures above are the bugs' doing."""
     clean = Bug("none", "")
-    spec = registry.BackendSpec("buggy", "numpy_backend", "NumpyBackend", "numpy", None,
-                                "Buggy oracle")  # fmt: skip
-    monkeypatch.setitem(registry.BACKENDS, "buggy", spec)
-    real_get = compare.get_backend
-
-    def get_backend(name, **kwargs):
-        if name != "buggy":
-            return real_get(name, **kwargs)
-        kwargs.pop("variant", None)
-        backend = BuggyOracle(**kwargs)
-        backend.bug = clean
-        return backend
-
-    monkeypatch.setattr(compare, "get_backend", get_backend)
+    _install_buggy(monkeypatch, clean)
     for dtype in ("float32", "float64"):
         report = run_compare(tmp_path / dtype, ["buggy"], _spec(clean, dtype),
                              log=lambda *_: None)  # fmt: skip
