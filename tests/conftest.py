@@ -249,8 +249,6 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(actual - expected))) / max(scale, 1e-300)
 
 
-@pytest.fixture
-
 def adamw_steps_match_the_oracle(backend, params, X, Y, tol: float) -> tuple[object, object]:
     """Six AdamW steps at changing rates and clip thresholds (0: none) against the oracle's,
     every loss and every weight within ``tol``; returns the backend's (weights, optimizer state)
@@ -275,6 +273,8 @@ def adamw_steps_match_the_oracle(backend, params, X, Y, tol: float) -> tuple[obj
             assert rel_err(v, oracle[k]) <= tol, k
     return tensors, opt_state
 
+
+@pytest.fixture
 def small_model() -> tuple[ModelConfig, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """A small RNN with weights large enough that every gradient is far from zero."""
     cfg = ModelConfig(vocab_size=11, hidden_size=7, init_sigma=0.4)
