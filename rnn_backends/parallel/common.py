@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,8 +36,6 @@ from ..errors import ConfigError
 
 Mean = Callable[[Any], Any]
 """The engine's collective: a tree of per-worker tensors -> the same tree averaged over workers."""
-Body = Callable[[Any, Any, Any, Any], tuple[Any, Any]]
-"""``body(replicated, X, Y, h0) -> (replicated_out, carry)`` run on one worker's rows."""
 
 
 def shard_rows(batch: int, workers: int) -> int:
@@ -70,33 +69,49 @@ def row_slice(x: Any, rank: int, rows: int) -> Any:
 # --- the per-worker bodies: the math of one worker, written once --------------------------------
 
 
-def grads_body(backend: Backend, mean: Mean) -> Body:
-    """One worker's gradient: its rows' mean loss and gradient, averaged over the workers.
-    ``replicated`` is the parameters; returns ``((loss, grads), carry)``."""
+@dataclass(frozen=True)
+class Body:
+    """What one worker computes, in two halves around the collective.
 
-    def body(params: Tensors, X: Any, Y: Any, h0: Any) -> tuple[Any, Any]:
-        loss, carry, grads = backend._grads(params, X, Y, h0)
-        return mean((loss, grads)), carry
-
-    return body
-
-
-def step_body(backend: Backend, mean: Mean, optimizer: optim.Optimizer) -> Body:
-    """One worker's training step. ``replicated`` is ``(params, slots, rates, max_norm)``; returns
-    ``((new params, new slots, loss, grad norm), carry)``, the first part equal on every worker.
+    ``local(replicated, X, Y, h0) -> (loss, carry, grads)`` on the worker's rows; the engine's
+    ``mean`` averages ``(loss, grads)`` over the workers; ``finish(replicated, averaged)`` gives
+    what every worker then agrees on. SPMD engines (torch, JAX, TensorFlow) call the whole body on
+    every worker; MXNet's kvstore runs the halves itself (every ``local``, one reduction, then
+    ``finish``).
     """
 
-    def body(replicated: Any, X: Any, Y: Any, h0: Any) -> tuple[Any, Any]:
+    local: Callable[[Any, Any, Any, Any], tuple[Any, Any, Any]]
+    finish: Callable[[Any, Any], Any]
+    mean: Mean | None = None
+
+    def __call__(self, replicated: Any, X: Any, Y: Any, h0: Any) -> tuple[Any, Any]:
+        loss, carry, grads = self.local(replicated, X, Y, h0)
+        assert self.mean is not None
+        return self.finish(replicated, self.mean((loss, grads))), carry
+
+
+def grads_body(backend: Backend, mean: Mean | None) -> Body:
+    """The averaged gradient: ``replicated`` is the parameters; the body returns
+    ``((loss, grads), carry)``."""
+    return Body(lambda params, X, Y, h0: backend._grads(params, X, Y, h0),
+                lambda params, averaged: averaged, mean)  # fmt: skip
+
+
+def step_body(backend: Backend, mean: Mean | None, optimizer: optim.Optimizer) -> Body:
+    """A training step: ``replicated`` is ``(params, slots, rates, max_norm)``; the body returns
+    ``((new params, new slots, loss, grad norm), carry)``, the first part equal on every worker.
+    The clip sees the averaged gradient, so its norm is the global batch's."""
+
+    def finish(replicated: Any, averaged: Any) -> Any:
         params, slots, rates, max_norm = replicated
-        loss, carry, grads = backend._grads(params, X, Y, h0)
-        loss, grads = mean((loss, grads))  # before clipping: the global norm is the average's
+        loss, grads = averaged
         with backend._inference():
             new, new_slots, norm = optim.update(
                 backend.ops, optimizer, params, grads, slots, rates, max_norm
             )
-        return (new, new_slots, loss, norm), carry
+        return new, new_slots, loss, norm
 
-    return body
+    return Body(lambda rep, X, Y, h0: backend._grads(rep[0], X, Y, h0), finish, mean)
 
 
 # --- the wrapper --------------------------------------------------------------------------------
@@ -143,7 +158,7 @@ class DataParallelBackend:
 
     # --- the engine's part ------------------------------------------------------------------------
 
-    def _spmd(self, kind: Any, make_body: Callable[[Mean], Body], replicated: Any, X: np.ndarray,
+    def _spmd(self, kind: Any, make_body: Callable[[Mean | None], Body], replicated: Any, X: np.ndarray,
               Y: np.ndarray, h0: Any) -> tuple[Any, Any]:  # fmt: skip
         """Run ``make_body(mean)`` on every worker's rows of ``X``, ``Y`` (NumPy (B, T)) and
         ``h0`` (the global carry as a tensor); return (its first output, equal on every worker,
@@ -247,6 +262,8 @@ def flatten(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
         for (_, build), n in zip(parts, sizes, strict=True):
             out.append(build(leaves[at : at + n]))
             at += n
-        return dict(zip(keys, out, strict=True)) if keys is not None else type(tree)(out)
+        if keys is not None:
+            return dict(zip(keys, out, strict=True))
+        return type(tree)(*out) if hasattr(tree, "_fields") else type(tree)(out)  # NamedTuple
 
     return [leaf for leaves, _ in parts for leaf in leaves], rebuild
