@@ -1,12 +1,13 @@
 """JAX's engine: ``jax.shard_map`` over a one-axis mesh of N devices, ``jax.lax.pmean`` as the
 collective.
 
-On the CPU the N devices are XLA host devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-must be set before JAX is imported, which :func:`rnn_backends.parallel.launch.run` does in a fresh
-worker process. The step is one ``jax.jit`` of the ``shard_map``: the parameters, the optimizer's
-slots and the scalars are replicated (``P()``), the ids and the carried state are split by rows
-(``P("dp")`` on their row axis). Between steps the parameters stay replicated on the mesh and the
-carry stays split, so each device keeps its own rows' state.
+On the CPU the N devices are XLA host devices:
+``XLA_FLAGS=--xla_force_host_platform_device_count=N`` must be set before JAX is imported, which
+:func:`rnn_backends.parallel.launch.run` does in a fresh worker process. The step is one
+``jax.jit`` of the ``shard_map``: the parameters, the optimizer's slots and the scalars are
+replicated (``P()``), the ids and the carried state are split by rows (``P("dp")`` on their row
+axis). Between steps the parameters stay replicated on the mesh and the carry stays split, so
+each device keeps its own rows' state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from jax.sharding import PartitionSpec as P
 
 from ..backends.base import Backend
 from ..errors import ConfigError
-from .common import DataParallelBackend, shard_rows
+from .common import DataParallelBackend
+from .rows import shard_rows
 
 AXIS = "dp"
 

@@ -17,7 +17,8 @@ from mxnet import np as mnp
 
 from ..backends.registry import get_backend
 from ..errors import ConfigError
-from .common import DataParallelBackend, flatten, row_slice, shard_rows
+from .common import DataParallelBackend, flatten
+from .rows import row_slice, shard_rows
 
 KVSTORES = ("device", "local")
 

@@ -17,7 +17,8 @@ import numpy as np
 from ..backends.base import Backend
 from ..backends.tensorflow_logs import quiet_cpp_logs, tf
 from ..errors import ConfigError
-from .common import DataParallelBackend, row_slice, shard_rows
+from .common import DataParallelBackend
+from .rows import row_slice, shard_rows
 
 
 def expose_cpus(workers: int) -> None:

@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from ..backends.base import Backend
 from ..errors import ConfigError
-from .common import DataParallelBackend, flatten, row_slice, shard_rows
+from .common import DataParallelBackend, flatten
+from .rows import row_slice, shard_rows
 
 ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
 
