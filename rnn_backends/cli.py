@@ -36,7 +36,7 @@ from .backends.registry import (
 )
 from .checkpointing import Checkpoint
 from .config import DTYPES, ModelConfig, TrainConfig
-from .errors import NonFiniteError, UserError
+from .errors import NonFiniteError, UserError, WorkerError
 
 PROG = "rnn-backends"
 _CONFIG_CLASSES = (ModelConfig, TrainConfig)
@@ -239,28 +239,51 @@ def cmd_train(args: argparse.Namespace) -> int:
         backend_name, dtype=train_config.dtype, device=args.device, variant=args.variant,
         gru_reset_after=model_config.gru_reset_after,
     )
-    result = train(
-        backend,
-        corpus,
-        model_config,
-        train_config,
-        out_dir=_train_out(args, resume_dir, backend_name),
-        progress=None if args.progress else False,
-        checkpoint_every=args.checkpoint_every or None,
-        resume=resume_dir,
-        overwrite=args.overwrite,
-    )
+    out_dir = _train_out(args, resume_dir, backend_name)
+    if train_config.data_parallel > 1:
+        result = _train_data_parallel(args, backend, corpus, model_config, train_config,
+                                      out_dir, resume_dir)  # fmt: skip
+    else:
+        result = train(
+            backend,
+            corpus,
+            model_config,
+            train_config,
+            out_dir=out_dir,
+            progress=None if args.progress else False,
+            checkpoint_every=args.checkpoint_every or None,
+            resume=resume_dir,
+            overwrite=args.overwrite,
+        )
     last = result.history["epochs"][-1]
+    where = backend.device + (f" x {train_config.data_parallel} data-parallel workers"
+                              if train_config.data_parallel > 1 else "")  # fmt: skip
     print(
-        f"{backend.name} ({backend.variant}, {backend.device}): epoch {last['epoch']} "
+        f"{backend.name} ({backend.variant}, {where}): epoch {last['epoch']} "
         f"train perplexity {last['train_ppl']:.3f}, validation perplexity {last['val_ppl']:.3f}"
     )
     print(f"checkpoint: {result.checkpoint}")
     if args.num_preds:
+        weights = result.tensors if result.tensors is not None else result.params
         with _warnings_as_lines():
-            text = generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds)
+            text = generate(backend, weights, corpus.vocab, args.prefix, args.num_preds)
         print(text)
     return 0
+
+
+def _train_data_parallel(args: argparse.Namespace, backend: Any, corpus: Any, model_config: Any,
+                         train_config: Any, out_dir: Path,
+                         resume_dir: Path | None) -> Any:  # fmt: skip
+    """``train`` on ``--data-parallel N`` workers of the backend's engine (its own processes)."""
+    from .parallel import api
+
+    return api.train(
+        backend.name, corpus, model_config, train_config, out_dir,
+        backend_kwargs={"variant": backend.variant, "device": args.device,
+                        "gru_reset_after": model_config.gru_reset_after},
+        checkpoint_every=args.checkpoint_every or None, resume=resume_dir,
+        overwrite=args.overwrite,
+    )  # fmt: skip
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -517,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UserError as exc:
         return _fail(str(exc))
-    except NonFiniteError as exc:
+    except (NonFiniteError, WorkerError) as exc:
         return _fail(str(exc), status=1)
     except KeyboardInterrupt:
         return _fail("interrupted", status=130)

@@ -70,6 +70,7 @@ def train_task(
     checkpoint_every: int | None = None,
     resume: str | Path | None = None,
     kill: tuple[int, int] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """:func:`rnn_backends.train` on the data-parallel backend; rank 0 alone writes ``out_dir``
     (the others read ``resume`` only). ``kill``: (rank, step) at which a worker kills itself."""
@@ -79,7 +80,7 @@ def train_task(
         backend, corpus, model_config, train_config,
         out_dir=out_dir if backend.is_writer else None, progress=False,
         on_step=_kill_at(*kill, backend) if kill else None,
-        checkpoint_every=checkpoint_every, resume=resume,
+        checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
     )  # fmt: skip
     return {"params": result.params, "history": result.history,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None}  # fmt: skip
