@@ -56,6 +56,11 @@ def make_engine(framework: str, workers: int, rank: int, backend_kwargs: dict[st
         from . import torch_engine
 
         rank, world = torch_engine.init_process_group(timeout_s)
+        if world != workers:
+            raise UserError(
+                f"the torch.distributed job has {world} processes (WORLD_SIZE) but "
+                f"{workers} data-parallel workers were asked for; make them equal"
+            )
         return torch_engine.TorchDataParallel(get_backend("torch", **backend_kwargs), world, rank)
     if framework == "jax":
         from . import jax_engine
@@ -145,8 +150,12 @@ def run(
     check_workers(workers)
     kwargs = dict(backend_kwargs or {})
     if framework == "torch" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        backend = make_engine(framework, workers, 0, kwargs, timeout)  # started by torchrun
-        return task(backend, *args)
+        from . import torch_engine  # started by torchrun: this process is one rank
+
+        try:
+            return task(make_engine(framework, workers, 0, kwargs, timeout), *args)
+        finally:
+            torch_engine.close()
     if framework == "torch":
         import torch.multiprocessing as mp_module
     else:
@@ -161,13 +170,21 @@ def run(
     for p in procs:
         p.start()
     try:
-        return _watch(framework, procs, results, timeout)
+        return _watch(framework, workers, procs, results, timeout)
     finally:
         _stop(procs)
         results.close()
 
 
-def _watch(framework: str, procs: list[Any], results: Any, timeout: float) -> Any:
+def _name(framework: str, workers: int, procs: list[Any], rank: int) -> str:
+    """How a message names the process ``rank``."""
+    p = procs[rank]
+    if len(procs) == 1:
+        return f"the {framework} data-parallel worker process (pid {p.pid}, all {workers} devices)"
+    return f"data-parallel worker {rank} of {len(procs)} ({framework}, pid {p.pid})"
+
+
+def _watch(framework: str, workers: int, procs: list[Any], results: Any, timeout: float) -> Any:
     """Rank 0's result once every worker ended well; else the first failure, as an exception."""
     deadline = time.monotonic() + timeout
     done: dict[int, Any] = {}
@@ -188,8 +205,7 @@ def _watch(framework: str, procs: list[Any], results: Any, timeout: float) -> An
             code = p.exitcode
             if code is not None and code < 0:  # a signal: the clearest cause, reported first
                 raise WorkerError(
-                    f"data-parallel worker {r} of {n} ({framework}, pid {p.pid}) "
-                    f"{_describe(code)}; the job was stopped"
+                    f"{_name(framework, workers, procs, r)} {_describe(code)}; the job was stopped"
                 )
             if code not in (None, 0) and r not in done:
                 exited.setdefault(r, now)
@@ -199,8 +215,8 @@ def _watch(framework: str, procs: list[Any], results: Any, timeout: float) -> An
         if late and failure is None:  # died without saying why (e.g. os._exit)
             r = late[0]
             raise WorkerError(
-                f"data-parallel worker {r} of {n} ({framework}, pid {procs[r].pid}) "
-                f"{_describe(procs[r].exitcode)} without a report; the job was stopped"
+                f"{_name(framework, workers, procs, r)} {_describe(procs[r].exitcode)} without "
+                "a report; the job was stopped"
             )
         if len(done) == n:
             return done.get(0)
