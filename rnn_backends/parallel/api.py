@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import ModelConfig, TrainConfig
 from ..data.corpus import Corpus
 from ..train import TrainResult
@@ -50,3 +52,21 @@ def train(
     )  # fmt: skip
     where = Path(out["checkpoint"]) if out["checkpoint"] else None
     return TrainResult(out["params"], out["history"], checkpoint=where)
+
+
+def loss_and_grads(
+    backend_name: str,
+    workers: int,
+    params: dict[str, np.ndarray],
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    backend_kwargs: dict[str, Any] | None = None,
+    timeout: float = 3600.0,
+) -> tuple[float, dict[str, np.ndarray]]:
+    """The mean loss of the batch ``X``, ``Y`` (B, T) and its gradient, as ``workers`` workers of
+    the backend's engine compute it: each its rows, averaged by the engine's collective."""
+    from ..backends.registry import canonical_name
+
+    return launch.run(canonical_name(backend_name), workers, tasks.loss_and_grads,
+                      (params, X, Y), backend_kwargs=backend_kwargs, timeout=timeout)  # fmt: skip

@@ -12,6 +12,7 @@ each device keeps its own rows' state.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -58,7 +59,14 @@ class JaxDataParallel(DataParallelBackend):
         rows = P(*([None] * (h0.ndim - 2)), AXIS, None)  # the carry's row axis is -2
 
         def compile_() -> Any:
-            mapped = jax.shard_map(make_body(self._mean), mesh=self.mesh,
+            body = make_body(self._mean)
+            # Inside shard_map the gradient of a replicated input is summed over the devices
+            # (JAX inserts the psum). Each worker differentiates its own copy of the weights
+            # instead (``pcast`` to device-varying), so that pmean alone makes the average: the
+            # collective of this engine, as in the others.
+            own = dataclasses.replace(body, local=lambda rep, X, Y, h0: body.local(
+                jax.lax.pcast(rep, AXIS, to="varying"), X, Y, h0))  # fmt: skip
+            mapped = jax.shard_map(own, mesh=self.mesh,
                                    in_specs=(P(), P(AXIS), P(AXIS), rows), out_specs=(P(), rows))
             return jax.jit(mapped)
 

@@ -50,6 +50,12 @@ def trajectory(
             "allreduce_bytes": getattr(backend, "allreduce_bytes", None)}  # fmt: skip
 
 
+def loss_and_grads(backend: Any, params: dict[str, np.ndarray], X: np.ndarray,
+                   Y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:  # fmt: skip
+    """The averaged loss and gradient of one batch (the workers' mean)."""
+    return backend.loss_and_grads(params, X, Y)
+
+
 def _kill_at(rank: int, step: int, backend: Any) -> Any:
     """An ``on_step`` callback that kills this process with SIGKILL after update ``step`` when it
     is worker ``rank`` (a crash, for the tests of failure and resume)."""
