@@ -235,15 +235,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             "it goes on from the same weights and data position, but not bit for bit",
             file=sys.stderr,
         )
+    out_dir = _train_out(args, resume_dir, backend_name)
+    if train_config.data_parallel > 1:
+        # The workers make their own backends (JAX must join its processes before it starts);
+        # this process makes one after them, to report and to generate.
+        result = _train_data_parallel(args, backend_name, corpus, model_config, train_config,
+                                      out_dir, resume_dir)  # fmt: skip
+        if result.checkpoint is None:  # another host's process of a multi-host job
+            print(f"{PROG}: data-parallel worker finished; the first process reports")
+            return 0
     backend = get_backend(
         backend_name, dtype=train_config.dtype, device=args.device, variant=args.variant,
         gru_reset_after=model_config.gru_reset_after,
     )
-    out_dir = _train_out(args, resume_dir, backend_name)
-    if train_config.data_parallel > 1:
-        result = _train_data_parallel(args, backend, corpus, model_config, train_config,
-                                      out_dir, resume_dir)  # fmt: skip
-    else:
+    if train_config.data_parallel == 1:
         result = train(
             backend,
             corpus,
@@ -271,15 +276,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_data_parallel(args: argparse.Namespace, backend: Any, corpus: Any, model_config: Any,
+def _train_data_parallel(args: argparse.Namespace, backend_name: str, corpus: Any,
+                         model_config: Any,
                          train_config: Any, out_dir: Path,
                          resume_dir: Path | None) -> Any:  # fmt: skip
     """``train`` on ``--data-parallel N`` workers of the backend's engine (its own processes)."""
     from .parallel import api
 
     return api.train(
-        backend.name, corpus, model_config, train_config, out_dir,
-        backend_kwargs={"variant": backend.variant, "device": args.device,
+        backend_name, corpus, model_config, train_config, out_dir,
+        backend_kwargs={"variant": args.variant, "device": args.device,
                         "gru_reset_after": model_config.gru_reset_after},
         checkpoint_every=args.checkpoint_every or None, resume=resume_dir,
         overwrite=args.overwrite,

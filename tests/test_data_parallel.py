@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import make_backend, rel_err
 
-from rnn_backends import ModelConfig, TrainConfig, init_params, load_corpus
+from rnn_backends import ModelConfig, TrainConfig, init_params, load_checkpoint, load_corpus
 from rnn_backends.checkpointing import read_metadata
 from rnn_backends.errors import ConfigError, UserError, WorkerError
 from rnn_backends.parallel import launch, tasks
@@ -139,8 +139,8 @@ def _train_setup() -> tuple:
 
 
 def test_killed_worker_fails_with_its_name_then_resume_matches(framework_name, tmp_path):
-    """SIGKILL of one worker after update 5: the job fails within seconds naming that worker; resuming from rank 0's checkpoint ends where one uninterrupted
-    single-process run ends."""
+    """SIGKILL of one worker after update 5: the job fails within seconds naming that worker;
+    resuming from rank 0's checkpoint ends where one uninterrupted single-process run ends."""
     corpus, model, cfg = _train_setup()
     out = tmp_path / "run"
     victim = 1 if framework_name == "torch" else 0  # torch: one process per worker
@@ -168,36 +168,51 @@ def test_killed_worker_fails_with_its_name_then_resume_matches(framework_name, t
         assert rel_err(resumed["params"][k], v) <= 1e-9, k
 
 
-def test_torch_two_nodes_as_two_processes(framework_name, tmp_path):
-    """torchrun --nnodes 2: two launches, one per "node", joined over TCP as on two machines;
-    node 0 alone writes the checkpoint, which equals one process's run."""
-    if framework_name != "torch":
-        pytest.skip("torchrun's two-node launch is torch's")
-    corpus, model, cfg = _train_setup()
-    out, port = tmp_path / "run", str(launch.free_port())
-    torchrun = Path(sys.executable).with_name("torchrun")
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    common = ["--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1",
-              "--master-port", port, "-m", "rnn_backends", "train", "--backend", "torch",
-              "--data-parallel", "2", "--batch-size", "8", "--num-steps", "6",
+TRAIN_ARGS = ["train", "--data-parallel", "2", "--batch-size", "8", "--num-steps", "6",
               "--num-train", "600", "--num-val", "48", "--epochs", "2", "--dtype", "float64",
               "--batching", "sequential", "--lr", "1", "--grad-clip", "0.5", "--seed", "2",
-              "--hidden-size", "8", "--out", str(out), "--no-progress",
-              "--num-preds", "0"]  # fmt: skip
-    nodes = [subprocess.Popen([str(torchrun), "--node-rank", str(r), *common], env=env,
+              "--hidden-size", "8", "--no-progress", "--num-preds", "0"]  # fmt: skip
+
+
+def _two_nodes(commands: list[list[str]], envs: list[dict[str, str]]) -> None:
+    """Run one command per "node" at once; both must succeed within the timeout."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    nodes = [subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": path, **env},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]  # fmt: skip
+             for cmd, env in zip(commands, envs, strict=True)]  # fmt: skip
     try:
         logs = [p.communicate(timeout=TIMEOUT)[0] for p in nodes]
     finally:
         for p in nodes:
             p.kill()
     assert all(p.returncode == 0 for p in nodes), logs
-    single = TrainConfig(**{**cfg.to_dict(), "data_parallel": 1})
-    ref = train(make_backend("torch"), corpus, model, single, progress=False)
-    from rnn_backends import load_checkpoint
 
+
+def test_two_nodes_as_two_processes(framework_name, tmp_path):
+    """Two launches, one per "node", joined over TCP as on two machines (torch: torchrun
+    --nnodes 2; JAX: jax.distributed with a coordinator address); node 0 alone writes the
+    checkpoint, which equals one process's run. TensorFlow's MultiWorkerMirroredStrategy and
+    MXNet's dist_sync are not run here (README: Data parallelism)."""
+    corpus, model, cfg = _train_setup()
+    out, port = tmp_path / "run", str(launch.free_port())
+    run_args = [*TRAIN_ARGS, "--backend", framework_name, "--out", str(out)]
+    if framework_name == "torch":
+        torchrun = str(Path(sys.executable).with_name("torchrun"))
+        commands = [[torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(r),
+                     "--master-addr", "127.0.0.1", "--master-port", port, "-m", "rnn_backends",
+                     *run_args] for r in range(2)]  # fmt: skip
+        envs = [{}, {}]
+    elif framework_name == "jax":
+        commands = [[sys.executable, "-m", "rnn_backends", *run_args]] * 2
+        envs = [{"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                 "JAX_PROCESS_ID": str(r),
+                 "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+                for r in range(2)]  # fmt: skip
+    else:
+        pytest.skip(f"no two-process launch of {framework_name} is tested here")
+    _two_nodes(commands, envs)
+    single = TrainConfig(**{**cfg.to_dict(), "data_parallel": 1})
+    ref = train(make_backend(framework_name), corpus, model, single, progress=False)
     ckpt = load_checkpoint(out / "checkpoint")
     for k, v in ref.params.items():
         assert rel_err(ckpt.params[k], v) <= 1e-9, k

@@ -65,6 +65,7 @@ def make_engine(framework: str, workers: int, rank: int, backend_kwargs: dict[st
     if framework == "jax":
         from . import jax_engine
 
+        jax_engine.join_processes(timeout_s)  # with JAX_COORDINATOR_ADDRESS set: several hosts
         return jax_engine.JaxDataParallel(get_backend("jax", **backend_kwargs), workers)
     if framework == "tensorflow":
         from . import tensorflow_engine
@@ -149,6 +150,8 @@ def run(
     """
     check_workers(workers)
     kwargs = dict(backend_kwargs or {})
+    if framework == "jax" and "JAX_COORDINATOR_ADDRESS" in os.environ:
+        return task(make_engine(framework, workers, 0, kwargs, timeout), *args)  # one host of N
     if framework == "torch" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         from . import torch_engine  # started by torchrun: this process is one rank
 
