@@ -90,3 +90,20 @@ def train_task(
     )  # fmt: skip
     return {"params": result.params, "history": result.history,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None}  # fmt: skip
+
+
+def timed_steps(backend: Any, params: dict[str, np.ndarray],
+                batches: list[tuple[np.ndarray, np.ndarray]], lr: float,
+                grad_clip: float) -> dict[str, Any]:  # fmt: skip
+    """Seconds per training step (the first, which compiles, apart), the bytes one step sends
+    into the all-reduce, and the final weights."""
+    import time
+
+    tensors, seconds = backend.prepare(params), []
+    for X, Y in batches:
+        t0 = time.perf_counter()
+        res = backend.train_step(tensors, X, Y, lr=lr, grad_clip=grad_clip)
+        tensors = res.params
+        seconds.append(time.perf_counter() - t0)  # res.loss is a float: the step has finished
+    return {"seconds": seconds, "allreduce_bytes": getattr(backend, "allreduce_bytes", 0),
+            "params": backend.export(tensors)}  # fmt: skip
