@@ -190,7 +190,7 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     assert result.checkpoint is not None, "train with an out_dir returned no checkpoint"
     recorder.save_index()
     buf = io.BytesIO()
-    np.savez(buf, **grads0)
+    np.savez(buf, **grads0)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     write_atomic(folder / "grads0.npz", buf.getvalue())
     weights = result.tensors if result.tensors is not None else result.params
     seconds = result.history["step_seconds"]

@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..backends.base import Backend
+from ..backends.jax_backend import JaxBackend
 from ..errors import ConfigError
 from .common import DataParallelBackend
 from .rows import shard_rows
@@ -54,8 +54,9 @@ class JaxDataParallel(DataParallelBackend):
     """N devices of this process as N workers."""
 
     engine = "jax shard_map"
+    inner: JaxBackend
 
-    def __init__(self, inner: Backend, workers: int) -> None:
+    def __init__(self, inner: JaxBackend, workers: int) -> None:
         super().__init__(inner, workers)
         platform = "gpu" if inner.device != "cpu" else "cpu"
         devices = jax.devices(platform)

@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..errors import NonFiniteError, UserError, WorkerError
 from .common import check_workers
@@ -66,7 +66,10 @@ def make_engine(framework: str, workers: int, rank: int, backend_kwargs: dict[st
         from . import jax_engine
 
         jax_engine.join_processes(timeout_s)  # with JAX_COORDINATOR_ADDRESS set: several hosts
-        return jax_engine.JaxDataParallel(get_backend("jax", **backend_kwargs), workers)
+        from ..backends.jax_backend import JaxBackend
+
+        inner = cast(JaxBackend, get_backend("jax", **backend_kwargs))
+        return jax_engine.JaxDataParallel(inner, workers)
     if framework == "tensorflow":
         from . import tensorflow_engine
 
@@ -162,7 +165,7 @@ def run(
     if framework == "torch":
         import torch.multiprocessing as mp_module
     else:
-        mp_module = multiprocessing  # type: ignore[assignment]
+        mp_module = multiprocessing
     ctx = mp_module.get_context("spawn")
     results = ctx.Queue()
     procs = [

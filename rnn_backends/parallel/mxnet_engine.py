@@ -9,12 +9,13 @@ reads the same updated weights at the next step. Each context keeps its own rows
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import mxnet as mx
 import numpy as np
 from mxnet import np as mnp
 
+from ..backends.mxnet_backend import MxnetBackend
 from ..backends.registry import get_backend
 from ..errors import ConfigError
 from .common import DataParallelBackend, flatten
@@ -27,12 +28,14 @@ class MxnetDataParallel(DataParallelBackend):
     """N contexts of this process as N workers, reduced through a kvstore."""
 
     engine = "mxnet kvstore"
+    inner: MxnetBackend
 
     def __init__(self, backend_kwargs: dict[str, Any], workers: int,
                  kvstore: str = "device") -> None:  # fmt: skip
         if kvstore not in KVSTORES:
             raise ConfigError(f"kvstore must be one of {', '.join(KVSTORES)}, got {kvstore!r}")
-        replicas = [get_backend("mxnet", **backend_kwargs) for _ in range(workers)]
+        replicas = [cast(MxnetBackend, get_backend("mxnet", **backend_kwargs))
+                    for _ in range(workers)]  # fmt: skip
         gpu = replicas[0].device.startswith("gpu")
         if gpu and mx.context.num_gpus() < workers:
             raise ConfigError(f"MXNet sees {mx.context.num_gpus()} GPU(s), {workers} "

@@ -32,7 +32,8 @@ def trajectory(
     tuple of (L * D, B, H) arrays; None unless ``carry_state``)."""
     X0, Y0 = batches[0]
     loss0, grads0 = backend.loss_and_grads(params, X0, Y0)
-    tensors, state, opt_state = backend.prepare(params), None, None
+    tensors, opt_state = backend.prepare(params), None
+    state: Any = None
     losses, norms = [], []
     for X, Y in batches:
         res = backend.train_step(tensors, X, Y, state if carry_state else None, lr=lr,
