@@ -277,8 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_data_parallel(args: argparse.Namespace, backend_name: str, corpus: Any,
-                         model_config: Any,
-                         train_config: Any, out_dir: Path,
+                         model_config: Any, train_config: Any, out_dir: Path,
                          resume_dir: Path | None) -> Any:  # fmt: skip
     """``train`` on ``--data-parallel N`` workers of the backend's engine (its own processes)."""
     from .parallel import api

@@ -188,7 +188,8 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     wall = time.perf_counter() - t0
     # train wrote checkpoints into out_dir=folder, so its result names the last one.
     assert result.checkpoint is not None, "train with an out_dir returned no checkpoint"
-    recorder.save_index()
+    if workers == 1:
+        recorder.save_index()
     buf = io.BytesIO()
     np.savez(buf, **grads0)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     write_atomic(folder / "grads0.npz", buf.getvalue())
