@@ -126,6 +126,21 @@ def test_data_parallel_equals_one_process(framework_name, workers):
     assert got["allreduce_bytes"] == 8 * (1 + sum(p.size for p in params.values()))
 
 
+def test_float32_stays_float32(framework_name):
+    """The engines keep a float32 run in float32 (a Python learning rate turned into a float64
+    array once promoted every weight, and then JAX's scan refused the carry)."""
+    model, params, batches, case = _case(4)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    got = launch.run(
+        framework_name, 2, tasks.trajectory,
+        (params, batches[:3], case["lr"], case["clip"], case["optimizer"], True),
+        backend_kwargs={"dtype": "float32", "device": "cpu"}, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert {str(v.dtype) for v in got["params"].values()} == {"float32"}
+    assert {str(v.dtype) for v in got["state"]} == {"float32"}
+    assert np.isfinite(got["losses"]).all()
+
+
 # --- failure and resume --------------------------------------------------------------------------
 
 

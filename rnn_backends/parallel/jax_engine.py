@@ -127,6 +127,8 @@ class JaxDataParallel(DataParallelBackend):
         sharding = self._sharding(spec)
 
         def put(x: Any) -> Any:
+            if isinstance(x, (int, float)):
+                return x  # a weakly typed Python number: it must not make float32 into float64
             if isinstance(x, jax.Array) and x.sharding == sharding:
                 return x
             return jax.device_put(np.asarray(x), sharding)
