@@ -1,4 +1,4 @@
-"""PyTorch's engine: ``torch.distributed`` with one process per worker (gloo on CPU, NCCL on GPU).
+"""PyTorch's engine: ``torch.distributed`` with one process per worker, over gloo (CPU tensors).
 
 The processes find each other through the environment variables torchrun sets (``MASTER_ADDR``,
 ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``), whether torchrun started them or
@@ -27,7 +27,8 @@ ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
 
 
 def init_process_group(timeout_s: float, gpu: bool = False) -> tuple[int, int]:
-    """Join the process group described by the torchrun environment variables; (rank, world)."""
+    """Join the process group described by the torchrun environment variables; (rank, world).
+    ``gpu`` picks NCCL; nothing passes it yet (one GPU per rank is not wired in, nor tested)."""
     missing = [name for name in ENV if name not in os.environ]
     if missing:
         raise ConfigError(
