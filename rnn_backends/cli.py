@@ -36,7 +36,7 @@ from .backends.registry import (
 )
 from .checkpointing import Checkpoint
 from .config import DTYPES, ModelConfig, TrainConfig
-from .errors import NonFiniteError, UserError
+from .errors import NonFiniteError, UserError, WorkerError
 
 PROG = "rnn-backends"
 _CONFIG_CLASSES = (ModelConfig, TrainConfig)
@@ -235,32 +235,60 @@ def cmd_train(args: argparse.Namespace) -> int:
             "it goes on from the same weights and data position, but not bit for bit",
             file=sys.stderr,
         )
+    out_dir = _train_out(args, resume_dir, backend_name)
+    if train_config.data_parallel > 1:
+        # The workers make their own backends (JAX must join its processes before it starts);
+        # this process makes one after them, to report and to generate.
+        result = _train_data_parallel(args, backend_name, corpus, model_config, train_config,
+                                      out_dir, resume_dir)  # fmt: skip
+        if result.checkpoint is None:  # another host's process of a multi-host job
+            print(f"{PROG}: data-parallel worker finished; the first process reports")
+            return 0
     backend = get_backend(
         backend_name, dtype=train_config.dtype, device=args.device, variant=args.variant,
         gru_reset_after=model_config.gru_reset_after,
     )
-    result = train(
-        backend,
-        corpus,
-        model_config,
-        train_config,
-        out_dir=_train_out(args, resume_dir, backend_name),
-        progress=None if args.progress else False,
-        checkpoint_every=args.checkpoint_every or None,
-        resume=resume_dir,
-        overwrite=args.overwrite,
-    )
+    if train_config.data_parallel == 1:
+        result = train(
+            backend,
+            corpus,
+            model_config,
+            train_config,
+            out_dir=out_dir,
+            progress=None if args.progress else False,
+            checkpoint_every=args.checkpoint_every or None,
+            resume=resume_dir,
+            overwrite=args.overwrite,
+        )
     last = result.history["epochs"][-1]
+    where = backend.device + (f" x {train_config.data_parallel} data-parallel workers"
+                              if train_config.data_parallel > 1 else "")  # fmt: skip
     print(
-        f"{backend.name} ({backend.variant}, {backend.device}): epoch {last['epoch']} "
+        f"{backend.name} ({backend.variant}, {where}): epoch {last['epoch']} "
         f"train perplexity {last['train_ppl']:.3f}, validation perplexity {last['val_ppl']:.3f}"
     )
     print(f"checkpoint: {result.checkpoint}")
     if args.num_preds:
+        weights = result.tensors if result.tensors is not None else result.params
         with _warnings_as_lines():
-            text = generate(backend, result.tensors, corpus.vocab, args.prefix, args.num_preds)
+            text = generate(backend, weights, corpus.vocab, args.prefix, args.num_preds)
         print(text)
     return 0
+
+
+def _train_data_parallel(args: argparse.Namespace, backend_name: str, corpus: Any,
+                         model_config: Any, train_config: Any, out_dir: Path,
+                         resume_dir: Path | None) -> Any:  # fmt: skip
+    """``train`` on ``--data-parallel N`` workers of the backend's engine (its own processes)."""
+    from .parallel import api
+
+    return api.train(
+        backend_name, corpus, model_config, train_config, out_dir,
+        backend_kwargs={"variant": args.variant, "device": args.device,
+                        "gru_reset_after": model_config.gru_reset_after},
+        checkpoint_every=args.checkpoint_every or None, resume=resume_dir,
+        overwrite=args.overwrite,
+    )  # fmt: skip
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -517,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UserError as exc:
         return _fail(str(exc))
-    except NonFiniteError as exc:
+    except (NonFiniteError, WorkerError) as exc:
         return _fail(str(exc), status=1)
     except KeyboardInterrupt:
         return _fail("interrupted", status=130)

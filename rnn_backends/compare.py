@@ -144,6 +144,8 @@ def run_worker(name: str, out: Path, phase: str) -> None:
     )
     corpus = load_corpus(spec.corpus)
     model_config, train_config = spec.model_config(), spec.train_config()
+    if name == ORACLE:  # the oracle is one process: the reference every data-parallel run meets
+        train_config = dataclasses.replace(train_config, data_parallel=1)
     folder = out / name
     _clear_worker_files(folder, phase)
     if phase == "train":
@@ -156,30 +158,49 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
     batches = CharBatches(corpus.ids, train_config)
     params0 = init_params(model_config, train_config.seed, train_config.dtype)
     X0, Y0 = next(batches.train_batches(0))
-    loss0, grads0 = backend.loss_and_grads(params0, X0, Y0)
+    workers = train_config.data_parallel
+    if workers > 1:  # on the framework's data-parallel engine, in its own processes
+        from .parallel import api
+
+        kwargs = {"variant": backend.variant, "device": spec.device,
+                  "gru_reset_after": model_config.gru_reset_after}  # fmt: skip
+        loss0, grads0 = api.loss_and_grads(backend.name, workers, params0, X0, Y0,
+                                           backend_kwargs={**kwargs, "dtype": backend.dtype})
+    else:
+        loss0, grads0 = backend.loss_and_grads(params0, X0, Y0)
 
     total = train_config.max_epochs * batches.num_train_batches()
     steps = shadow.sampled_steps(total, int(spec.checks.get("sampled_steps", 0)))
+    if workers > 1:
+        steps = []
     recorder = shadow.Recorder(backend, steps, folder / shadow.FOLDER,
                                states=len(CELL_SPECS[model_config.cell].states))  # fmt: skip
     t0 = time.perf_counter()
-    result = train(
-        recorder, corpus, model_config, train_config, out_dir=folder, progress=None, overwrite=True
-    )  # the report is regenerated whole on every run; train makes the folder this package's
+    if workers > 1:
+        # The steps run in the workers: no step is sampled for the float32 replays.
+        result = api.train(backend.name, corpus, model_config, train_config, folder,
+                           backend_kwargs=kwargs, overwrite=True)  # fmt: skip
+    else:
+        result = train(
+            recorder, corpus, model_config, train_config, out_dir=folder, progress=None,
+            overwrite=True,
+        )  # the report is regenerated whole on every run; train makes the folder this package's
     wall = time.perf_counter() - t0
     # train wrote checkpoints into out_dir=folder, so its result names the last one.
     assert result.checkpoint is not None, "train with an out_dir returned no checkpoint"
-    recorder.save_index()
+    if workers == 1:
+        recorder.save_index()
     buf = io.BytesIO()
-    np.savez(buf, **grads0)
+    np.savez(buf, **grads0)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     write_atomic(folder / "grads0.npz", buf.getvalue())
+    weights = result.tensors if result.tensors is not None else result.params
     seconds = result.history["step_seconds"]
     steady = seconds[1:] or seconds
     tokens = train_config.batch_size * train_config.num_steps
-    greedy = generate(backend, result.tensors, corpus.vocab, spec.prefix, spec.num_preds)
+    greedy = generate(backend, weights, corpus.vocab, spec.prefix, spec.num_preds)
     sampled = generate(
         backend,
-        result.tensors,
+        weights,
         corpus.vocab,
         spec.prefix,
         spec.num_preds,
@@ -191,7 +212,8 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
         "title": BACKENDS[backend.name].title,
         "variant": backend.variant,
         "version": backend.version(),
-        "device": backend.device,
+        "device": result.history["device"],
+        "data_parallel": workers,
         "dtype": backend.dtype,
         "step0_loss": loss0,
         "step_loss": result.history["step_loss"],

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule, check_hyper, check_schedule
+from .parallel.rows import shard_rows
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,9 @@ class TrainConfig:
         lr_decay_steps, lr_decay_rate: the ``step`` schedule multiplies the rate by
             ``lr_decay_rate`` every ``lr_decay_steps`` updates after the warmup (None: a third
             of them).
+        data_parallel: workers N that share every batch by rows (``batch_size`` must be a
+            multiple of N), each through its framework's own engine; the update is the
+            single-process one (:mod:`rnn_backends.parallel`).
 
     ``optimizer``, ``lr``, ``schedule`` and ``warmup_steps`` left None take the model's cell's
     defaults (:data:`CELL_TRAINING`); :meth:`resolved` fills them in, and :func:`train` records
@@ -286,6 +290,11 @@ class TrainConfig:
     lr_decay_rate: float = field(
         default=0.1, metadata=_option("step schedule: factor at each decay")
     )
+    data_parallel: int = field(
+        default=1,
+        metadata=_option("data-parallel workers N, each taking batch_size / N rows of every "
+                         "batch (README: Data parallelism)"),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_steps", "max_epochs"):
@@ -305,6 +314,8 @@ class TrainConfig:
                     beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)  # fmt: skip
         check_schedule("TrainConfig", self.schedule, self.warmup_steps, self.lr_decay_steps,
                        self.lr_decay_rate)  # fmt: skip
+        _positive_int("TrainConfig", "data_parallel", self.data_parallel)
+        shard_rows(self.batch_size, self.data_parallel)  # a batch splits evenly, or a ConfigError
 
     def resolved(self, model: ModelConfig) -> TrainConfig:
         """This config with ``optimizer``, ``lr``, ``schedule`` and ``warmup_steps`` filled in

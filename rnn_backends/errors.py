@@ -47,3 +47,7 @@ class BackendUnavailableError(UserError):
 
 class NonFiniteError(RuntimeError):
     """Training produced a non-finite loss or gradient."""
+
+
+class WorkerError(RuntimeError):
+    """A data-parallel worker died, failed or timed out; the message names the worker."""

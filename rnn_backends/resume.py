@@ -62,8 +62,9 @@ CARRY = "carry"  # Checkpoint.arrays names: carry0, carry1, ... (one per state t
 OPT = "opt"  # Checkpoint.arrays names: opt:<slot>:<parameter>
 # Fields that may differ between a checkpoint and the run that continues it: training longer
 # changes nothing that was already computed (unless the schedule spans the run, see
-# _schedule_spans_run).
-MAY_CHANGE = frozenset({"max_epochs"})
+# _schedule_spans_run), and the data-parallel worker count changes how a step is computed, not
+# what it computes (a checkpoint holds the state of all rows).
+MAY_CHANGE = frozenset({"max_epochs", "data_parallel"})
 
 
 @dataclass

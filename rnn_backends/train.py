@@ -103,6 +103,13 @@ def _check_arguments(
             f"backend with get_backend({backend.name!r}, dtype=train_config.dtype) or pass "
             f"TrainConfig(dtype={backend.dtype!r})"
         )
+    workers = getattr(backend, "workers", 1)  # a parallel.DataParallelBackend has several
+    if workers != train_config.data_parallel:
+        raise ConfigError(
+            f"train_config.data_parallel is {train_config.data_parallel} but the backend runs on "
+            f"{workers} worker(s); train with rnn_backends.parallel.train (or rnn-backends train "
+            f"--data-parallel N), or TrainConfig(data_parallel={workers})"
+        )
     if checkpoint_every is not None and (
         isinstance(checkpoint_every, bool)
         or not isinstance(checkpoint_every, int)

@@ -197,7 +197,7 @@ CONFIG_FLAGS = {
     "optimizer": "--optimizer", "momentum": "--momentum", "beta1": "--beta1", "beta2": "--beta2",
     "eps": "--eps", "weight_decay": "--weight-decay", "schedule": "--schedule",
     "warmup_steps": "--warmup-steps", "lr_decay_steps": "--lr-decay-steps",
-    "lr_decay_rate": "--lr-decay-rate",
+    "lr_decay_rate": "--lr-decay-rate", "data_parallel": "--data-parallel",
 }  # fmt: skip
 # Values that differ from the default and are valid alone (numbers in [0, 1), AdamW's decay with
 # the optimizer left to the cell is refused: see test_config).

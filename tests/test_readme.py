@@ -98,6 +98,13 @@ CLI_LINES: dict[str, Line] = {
     "rnn-backends bench --frameworks torch --out bench-results":
         Line("torch", ("--steps", "1", "--warmup", "0", "--sweeps", "", "--variants", "fast")),
     "python benchmarks/assemble.py bench-results": Line("torch"),
+    # Data parallelism: SMALL's batch of 32 splits into 2 and 4 workers.
+    "rnn-backends train --backend torch --data-parallel 2 --batch-size 1024": Line("torch", SMALL),
+    "rnn-backends train --backend jax --data-parallel 4 --cell lstm": Line("jax", SMALL),
+    "rnn-backends compare --frameworks torch,jax,tensorflow,mxnet --data-parallel 2":
+        Line("torch", (*SMALL_COMPARE, "--allow-missing")),
+    "python benchmarks/data_parallel.py torch":
+        Line("torch", ("--workers", "2", "--steps", "3", "--batch-size", "8")),
 }  # fmt: skip
 
 
