@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import numerics, shadow, truth, verdict
+from . import numerics, optim, shadow, truth, verdict
 from .backends.registry import BACKENDS, canonical_name, get_backend, is_installed
 from .checkpointing import Checkpoint, load_checkpoint, read_metadata, write_atomic, write_json
 from .config import CELL_SPECS, ModelConfig, TrainConfig
@@ -459,8 +459,14 @@ class _Context:
 
 
 def _step_kwargs(record: dict[str, Any], slots: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of a saved step's ``train_step`` besides the batch and the state."""
-    return {"lr": record["lr"], "grad_clip": record["grad_clip"]}
+    """The arguments of a saved step's ``train_step`` besides the batch and the state: its rate,
+    clip threshold, optimizer, and the optimizer's state as saved before the step (``slots``,
+    and the update count the record names)."""
+    kwargs: dict[str, Any] = {"lr": record["lr"], "grad_clip": record["grad_clip"]}
+    if record.get("optimizer") is not None:
+        kwargs["optimizer"] = optim.Optimizer(**record["optimizer"])
+        kwargs["opt_state"] = optim.OptState(int(record.get("opt_step") or 0), slots)
+    return kwargs
 
 
 def _step0_checks(ctx: _Context, name: str, rec: dict[str, Any]) -> list[verdict.Check]:

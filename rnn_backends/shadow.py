@@ -101,6 +101,7 @@ class Recorder:
             "grad_norm": res.grad_norm, "lr": kwargs.get("lr"),
             "grad_clip": kwargs.get("grad_clip"),
             "opt_step": getattr(opt, "step", None),
+            "optimizer": _optimizer_record(kwargs.get("optimizer")),
         })  # fmt: skip
         return res
 
@@ -144,6 +145,13 @@ def load_index(folder: Path) -> list[dict[str, Any]]:
 def _group(arrays: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
     pre = kind + "/"
     return {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
+
+
+def _optimizer_record(optimizer: Any) -> dict[str, Any] | None:
+    """The step's optimizer (an ``optim.Optimizer``, a name or None) as JSON, for the replay."""
+    if optimizer is None or isinstance(optimizer, str):
+        return None if optimizer is None else {"kind": optimizer}
+    return dataclasses.asdict(optimizer)
 
 
 def step_inputs(saved: dict[str, Any], dtype: str, states: int) -> tuple[dict, Any, dict]:

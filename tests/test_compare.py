@@ -204,3 +204,16 @@ def test_a_framework_asked_for_but_missing_fails_the_job_unless_allowed(tmp_path
         "rnn-backends: warning: torch was not run: not installed here (pass --python "
         "torch=PATH or use nox -s compare)"
     ], err
+
+
+def test_replayed_steps_of_an_adam_run_use_its_optimizer(tmp_path):
+    """A GRU trains with Adam by default: each sampled step is replayed with the optimizer and
+    the moments saved before it, so the float32 oracle's own run passes against float64 replays
+    (a replay by plain SGD would put every weight off by about the learning rate), and Adam's
+    moments are checked too. (In float64, test_readme's LSTM compare line runs the same path
+    against a framework.)"""
+    report = run_compare(tmp_path, [], _spec("float32", cell="gru"), log=lambda *_: None)
+    assert report["passed"], report["failures"]
+    (row,) = report["frameworks"]
+    checked = {c["what"] for c in row["checks"]}
+    assert {"W_hh after the step", "optimizer slot m of W_hh", "optimizer slot v of b_q"} <= checked
