@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a script: import the package of this che
 
 from rnn_backends.backends.registry import FRAMEWORKS  # noqa: E402
 from rnn_backends.benchrun import SWEEPS, TEXTBOOK, VARIANTS  # noqa: E402
-from rnn_backends.checkpointing import write_atomic  # noqa: E402
+from rnn_backends.checkpointing import atomic_stream, write_atomic  # noqa: E402
 
 Row = dict[str, Any]
 
@@ -275,7 +275,8 @@ def _textbook_plot(out: Path, rows: list[Row], plt: Any) -> None:
     ax.set_title(f"One training step, {_key(TEXTBOOK)}: package variants (colour) and stock "
                  "code (grey)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "textbook.png")
+    with atomic_stream(out / "textbook.png") as fh:
+        fig.savefig(fh, format="png")
     plt.close(fig)
 
 
@@ -299,7 +300,8 @@ def _sweep_plot(out: Path, rows: list[Row], dim: str, plt: Any) -> None:
     ax.set_ylabel("ms per step")
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(out / f"sweep_{dim}.png")
+    with atomic_stream(out / f"sweep_{dim}.png") as fh:
+        fig.savefig(fh, format="png")
     plt.close(fig)
 
 

@@ -10,8 +10,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpointing import write_atomic, write_json
+from .checkpointing import atomic_stream, write_atomic, write_json
 
+
+def _save_png(fig: Any, path: Path) -> None:
+    """``fig`` as a PNG at ``path``, through the package's one atomic writer."""
+    with atomic_stream(path) as fh:
+        fig.savefig(fh, format="png", dpi=110)
 
 def _fmt(x: Any, spec: str) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -181,7 +186,7 @@ def _plot_perplexity(plt: Any, out: Path, done: list[dict[str, Any]]) -> str:
     ax.set_title("Perplexity per framework (curves overlap when they agree)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "perplexity.png", dpi=110)
+    _save_png(fig, out / "perplexity.png")
     plt.close(fig)
     return "perplexity.png"
 
@@ -193,7 +198,7 @@ def _plot_step_time(plt: Any, out: Path, done: list[dict[str, Any]]) -> str:
     ax.set_ylabel("ms per training step (median)")
     ax.set_title("Time per step (forward, loss, backward, clip, SGD)")
     fig.tight_layout()
-    fig.savefig(out / "step_time.png", dpi=110)
+    _save_png(fig, out / "step_time.png")
     plt.close(fig)
     return "step_time.png"
 
@@ -232,7 +237,7 @@ def _plot_deviation(plt: Any, out: Path, rows: list[dict[str, Any]],
     ax.set_title("Per-step deviation from the float64 oracle")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "deviation.png", dpi=110)
+    _save_png(fig, out / "deviation.png")
     plt.close(fig)
     return "deviation.png"
 
