@@ -209,6 +209,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.corpus import load_corpus
     from .generate import check_options, generate
     from .resume import stored_corpus
+    from .summary import train_summary
     from .train import train
 
     check_options(args.num_preds)  # before training, not after it
@@ -259,6 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every or None,
             resume=resume_dir,
             overwrite=args.overwrite,
+            baselines=True,
         )
     last = result.history["epochs"][-1]
     where = backend.device + (f" x {train_config.data_parallel} data-parallel workers"
@@ -267,6 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{backend.name} ({backend.variant}, {where}): epoch {last['epoch']} "
         f"train perplexity {last['train_ppl']:.3f}, validation perplexity {last['val_ppl']:.3f}"
     )
+    for line in train_summary(result.history):
+        print(line)
     print(f"checkpoint: {result.checkpoint}")
     if args.num_preds:
         weights = result.tensors if result.tensors is not None else result.params
@@ -434,6 +438,8 @@ def _add_python_option(p: argparse.ArgumentParser) -> None:
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from .presets import PRESETS
+
     cmp_ = sub.add_parser("compare", help="train every framework side by side; write a report")
     cmp_.add_argument("--frameworks", action="append", default=[],
                       help=f"comma-separated (default: {','.join(FRAMEWORKS)})")
@@ -442,12 +448,15 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("--allow-missing", action="store_true",
                       help="skip a framework that is not installed instead of failing the job")
     cmp_.add_argument("--corpus", default="default")
-    cmp_.add_argument("--preset", default="quick", help="quick (default) or textbook")
+    cmp_.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                      help="quick (default; float64), textbook (float64) or quality (float32: "
+                      "a GRU that beats the best n-gram; see README)")
     cmp_.add_argument("--variant", default=None)
     cmp_.add_argument("--device", default=None, type=_device_arg,
                       help=f"{_DEVICE_HELP}; every framework runs there, judged against the "
                       "float64 oracle on the CPU")
-    _add_config_options(cmp_, default_help="overrides the preset", defaults={"dtype": "float64"})
+    # No dtype default here: the preset says (float64, but float32 for quality).
+    _add_config_options(cmp_, default_help="overrides the preset")
     cmp_.add_argument("--prefix", default="the clock")
     cmp_.add_argument("--num-preds", type=int, default=40)
     cmp_.set_defaults(func=cmd_compare)

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import numerics, optim, shadow, truth, verdict
 from .backends.registry import BACKENDS, canonical_name, get_backend, is_installed
+from .baselines import baselines as fit_baselines
 from .checkpointing import Checkpoint, load_checkpoint, read_metadata, write_atomic, write_json
 from .config import CELL_SPECS, ModelConfig, TrainConfig
 from .data.batching import CharBatches
@@ -37,6 +38,7 @@ from .data.corpus import load_corpus
 from .errors import UserError
 from .generate import generate
 from .params import init_params
+from .presets import PRESET_CHECKS, PRESETS
 from .report import write_report
 from .runfolder import MARKER, own_folder
 from .train import evaluate, train
@@ -49,41 +51,6 @@ TRUTH = "float64-truth"  # the folder of a float32 job's float64 runs (not a fra
 # float64 results are held to fixed tolerances; float32 results to the rounding model and the
 # ensemble band (rnn_backends.verdict explains both).
 TOLERANCES = {"float64": dict(verdict.F64_TOLERANCES)}
-
-# What each preset checks beyond step 0 (which is always checked): the whole float64 oracle run
-# and the ensemble's runs (``trajectory``; a float32 job only), the number of ensemble members
-# (the plain float32 oracle and permuted ones), and how many training steps each framework saves
-# for the single-step replays. The float32 quick job costs about 4 oracle runs more than float64.
-PRESET_CHECKS: dict[str, dict[str, Any]] = {
-    "quick": {"trajectory": True, "members": 4, "sampled_steps": 12},
-    "textbook": {"trajectory": True, "members": 4, "sampled_steps": 12},
-}
-
-# The optimizer, learning rate, schedule and warmup are left to the cell (TrainConfig.resolved): the
-# tanh RNN trains with the book's SGD at lr 1, the GRU and the LSTM with Adam.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Small enough that the whole job takes a couple of minutes on a 2-core CPU.
-    "quick": dict(
-        hidden_size=32,
-        batch_size=256,
-        num_steps=32,
-        max_epochs=15,
-        grad_clip=1.0,
-        num_train=10000,
-        num_val=5000,
-    ),
-    # The textbook's own setup (use with --corpus timemachine).
-    "textbook": dict(
-        hidden_size=32,
-        batch_size=1024,
-        num_steps=32,
-        max_epochs=100,
-        grad_clip=1.0,
-        num_train=10000,
-        num_val=5000,
-    ),
-}
-
 
 @dataclasses.dataclass
 class Spec:
@@ -224,6 +191,7 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
         "iqr_step_ms": 1000 * float(np.subtract(*np.percentile(steady, [75, 25]))),
         "tokens_per_s": tokens / float(np.median(steady)),
         "train_wall_s": wall,
+        "test": result.history.get("test"),
         "greedy_text": greedy,
         "sampled_text": sampled,
         "job": spec.job,
@@ -349,8 +317,10 @@ def _run_jobs(out: Path, names: list[str], spec: Spec, pythons: dict[str, str], 
     if spec.train["dtype"] != "float64" and status.get(ORACLE) == "ok":
         log(f"[{TRUTH}] float64 oracle and ensemble runs")
         _float64_truth(out, names, status, spec)
+    log("[baselines] n-gram baselines on the same split")
+    ngrams = fit_baselines(load_corpus(spec.corpus), spec.train_config()).to_dict()
     wall = time.perf_counter() - t_start
-    return write_report(out, judge(out, names, status, spec, wall), oracle=ORACLE)
+    return write_report(out, judge(out, names, status, spec, wall, ngrams), oracle=ORACLE)
 
 
 def _float64_truth(out: Path, names: list[str], status: dict[str, str], spec: Spec) -> None:
@@ -377,17 +347,19 @@ def default_spec(
     overrides: dict[str, Any] | None = None,
     variant: str | None = None,
     device: str | None = None,
-    dtype: str = "float64",
+    dtype: str | None = None,
     prefix: str = "the clock",
     num_preds: int = 40,
 ) -> Spec:
-    """The run spec: the preset's values, then ``dtype``, then the ``overrides`` that are not
-    None; each value goes to the ModelConfig or TrainConfig field of its name. What is left to
-    the cell (optimizer, lr, schedule, warmup) is resolved here, so the spec and the report show
-    the values every framework trains with."""
+    """The run spec: float64, then the preset's values, then ``dtype`` (when given), then the
+    ``overrides`` that are not None; each value goes to the ModelConfig or TrainConfig field of
+    its name. What is left to the cell (optimizer, lr, schedule, warmup) is resolved here, so
+    the spec and the report show the values every framework trains with."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], "dtype": dtype}
+    values = {"dtype": "float64", **PRESETS[preset]}
+    if dtype is not None:
+        values["dtype"] = dtype
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model = ModelConfig.from_dict(
@@ -709,15 +681,46 @@ def _checked(spec: Spec) -> list[str]:
     return lines
 
 
+def quality_failures(rows: list[dict[str, Any]], ngrams: dict[str, Any] | None) -> list[str]:
+    """One line per framework whose final validation or test perplexity is not below the best
+    n-gram's on that split (``ngrams``: ``Baselines.to_dict()``). A preset asks for this check
+    with ``"beat_ngram"``; the n-gram's order and discounts were chosen on validation."""
+    best = (ngrams or {}).get("best")
+    if best is None:
+        return ["no n-gram baseline to beat: the job has no validation split"]
+    test_best = (ngrams.get("test") or {}).get("best")  # type: ignore[union-attr]
+    failures = []
+    for r in rows:
+        if "epochs" not in r:
+            continue
+        val = r["epochs"][-1]["val_ppl"]
+        if not val < best["val_ppl"]:
+            failures.append(f"{r['backend']}: validation perplexity {val:.4f} does not beat the "
+                            f"best n-gram's {best['val_ppl']:.4f}")  # fmt: skip
+        test = (r.get("test") or {}).get("test_ppl")
+        if test_best is None or test is None:
+            failures.append(f"{r['backend']}: no test split to compare with the best n-gram; "
+                            "set num_test (--num-test) above 0")  # fmt: skip
+        elif not test < test_best:
+            failures.append(f"{r['backend']}: test perplexity {test:.4f} does not beat the best "
+                            f"n-gram's {test_best:.4f}")  # fmt: skip
+    return failures
+
+
 def judge(
-    out: Path, names: list[str], status: dict[str, str], spec: Spec, wall: float
+    out: Path, names: list[str], status: dict[str, str], spec: Spec, wall: float,
+    ngrams: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The verdict on a finished run: every framework's row, its checks against the float64
-    oracle and every failure. This is what the report renders (and ``report.json`` holds)."""
+    oracle and every failure, and the n-gram baselines (``Baselines.to_dict()``) of the same
+    split. This is what the report renders (and ``report.json`` holds)."""
     rows, failures = compare_records(out, names, status, spec)
     if len(names) > 1 and not any(status.get(n) == "ok" for n in names if n != ORACLE):
         failures.append("no framework could run; install one or pass --python NAME=PATH")
+    if spec.checks.get("beat_ngram"):
+        failures += quality_failures(rows, ngrams)
     return {
+        "baselines": ngrams,
         "spec": dataclasses.asdict(spec),
         "checked": _checked(spec),
         "trajectory": _trajectory_summary(out, spec, rows),
@@ -737,6 +740,7 @@ __all__ = [
     "compare_records",
     "default_spec",
     "judge",
+    "quality_failures",
     "rel_diff",
     "run_compare",
     "run_worker",

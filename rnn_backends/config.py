@@ -215,6 +215,13 @@ class TrainConfig:
             what the corpus has, if fewer), every window before the validation ones for
             ``"sequential"`` batching.
         num_val: validation windows after the training ones.
+        num_test: test windows after the validation ones, with a gap of ``num_steps`` windows
+            so that no test token is in any training or validation window. Nothing is chosen
+            on them (no epoch, no discount, no order): they are scored once, at the end. 0
+            leaves the test split out; ``None``: 5,000 where the corpus has room for them and
+            the training split still gets ``num_train`` windows (or, left out, the book's 10,000
+            with ``windows`` batching, one batch with ``sequential``), else 0 (see
+            :attr:`CharBatches.num_test`).
         optimizer: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or ``"adamw"`` (see
             :mod:`rnn_backends.optim`).
         momentum: ``mu`` of momentum and nesterov.
@@ -260,6 +267,11 @@ class TrainConfig:
                          "whole training split with sequential"),
     )  # fmt: skip
     num_val: int = field(default=5000, metadata=_option("validation windows"))
+    num_test: int | None = field(
+        default=None,
+        metadata=_option("test windows after the validation ones (scored once, at the end; 0: "
+                         "none)", default_text="5000 where the corpus has room for them, else 0"),
+    )  # fmt: skip
     optimizer: str | None = field(
         default=None,
         metadata=_option("optimizer", choices=OPTIMIZERS,
@@ -308,8 +320,12 @@ class TrainConfig:
         _choice("TrainConfig", "batching", self.batching, BATCHINGS)
         if self.num_train is not None:
             _positive_int("TrainConfig", "num_train", self.num_train)
-        if isinstance(self.num_val, bool) or not isinstance(self.num_val, int) or self.num_val < 0:
-            raise ConfigError(f"TrainConfig.num_val must be an integer >= 0, got {self.num_val!r}")
+        for name in ("num_val", "num_test"):
+            value = getattr(self, name)
+            if name == "num_test" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
         check_hyper("TrainConfig", self.optimizer, momentum=self.momentum, beta1=self.beta1,
                     beta2=self.beta2, eps=self.eps, weight_decay=self.weight_decay)  # fmt: skip
         check_schedule("TrainConfig", self.schedule, self.warmup_steps, self.lr_decay_steps,
@@ -374,9 +390,13 @@ class TrainConfig:
     def from_saved(cls, data: dict[str, Any]) -> TrainConfig:
         """:meth:`from_dict` for a config a checkpoint recorded. One saved before optimizers
         existed has no ``optimizer``: that run was plain SGD at a constant rate, whatever its
-        cell, and it continues so."""
+        cell, and it continues so. One saved before the test split existed has no
+        ``num_test``: its training split ran up to its validation windows (the sequential
+        default took every window before them), so it continues without a test split."""
         if "optimizer" not in data:
             data = {**data, "optimizer": "sgd", "schedule": "constant", "warmup_steps": 0}
+        if "num_test" not in data:
+            data = {**data, "num_test": 0}
         return cls.from_dict(data)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpointing import atomic_stream, write_atomic, write_json
+from .summary import margin_text, markdown_table
 
 
 def _save_png(fig: Any, path: Path) -> None:
@@ -120,6 +121,31 @@ def _interchange_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _baselines(report: dict[str, Any]) -> list[str]:
+    """The n-gram baselines of the job's split, and each framework's margin to the best."""
+    b = report.get("baselines")
+    if not b:
+        return []
+    lines = ["", "## Baselines", "",
+             "Fitted on the same training text and scored on the same validation and test "
+             "tokens, with the same context, as the RNNs. The n-gram's order and discounts are "
+             "chosen on validation; the test split is used for nothing but this report.", "",
+             *markdown_table(b)]  # fmt: skip
+    best = b.get("best")
+    done = [r for r in report["frameworks"] if "epochs" in r]
+    if best is None or not done:
+        return lines
+    lines += ["", "| framework | val ppl | test ppl | margin to the best n-gram (test) |",
+              "|---|---|---|---|"]  # fmt: skip
+    test_best = (b.get("test") or {}).get("best")
+    for r in done:
+        test = (r.get("test") or {}).get("test_ppl")
+        margin = margin_text(test, test_best, "test") if test and test_best else "-"
+        lines.append(f"| {r['backend']} | {_fmt(r['epochs'][-1]['val_ppl'], '.4f')} | "
+                     f"{_fmt(test, '.4f')} | {margin} |")  # fmt: skip
+    return lines
+
+
 def _verdict(rows: list[dict[str, Any]], failures: list[str], oracle: str) -> list[str]:
     lines = ["", "## Verdict", ""]
     if failures:
@@ -150,6 +176,7 @@ def markdown(report: dict[str, Any], oracle: str) -> str:
         *_header(spec, report.get("checked", []), report["wall_s"]),
         *_framework_table(rows, oracle, spec["train"]["dtype"]),
         *_verdict(rows, report["failures"], oracle),
+        *_baselines(report),
         *_text_table(rows, spec.get("prefix", "")),
         *_interchange_table(rows),
         "",
@@ -172,8 +199,20 @@ def _pyplot() -> Any:
 _STYLES = ["-", "--", "-.", ":", (0, (5, 1))]
 
 
-def _plot_perplexity(plt: Any, out: Path, done: list[dict[str, Any]]) -> str:
+def _plot_perplexity(plt: Any, out: Path, done: list[dict[str, Any]],
+                     baselines: dict[str, Any] | None = None) -> str:  # fmt: skip
+    """Train and validation perplexity per epoch of every framework, and one horizontal line
+    per baseline (its validation perplexity)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    if baselines:
+        lines = [("uniform", baselines["uniform"]), ("unigram", baselines["unigram"])]
+        if baselines.get("best"):
+            lines.append((f"best n-gram ({baselines['best']['order']}-gram)",
+                          baselines["best"]["val_ppl"]))  # fmt: skip
+        for i, (name, ppl) in enumerate(lines):
+            ax.axhline(ppl, color=("0.6", "0.4", "k")[i], lw=1, ls=_STYLES[(i + 1) % len(_STYLES)],
+                       label=f"{name}: val {ppl:.3f}")  # fmt: skip
+        ax.set_yscale("log")  # from V (uniform) down to the n-gram's few units
     for i, r in enumerate(done):
         ep = [e["epoch"] for e in r["epochs"]]
         ls = _STYLES[i % len(_STYLES)]
@@ -242,14 +281,15 @@ def _plot_deviation(plt: Any, out: Path, rows: list[dict[str, Any]],
     return "deviation.png"
 
 
-def _plots(out: Path, rows: list[dict[str, Any]],
-           trajectory: dict[str, Any] | None = None) -> list[str]:  # fmt: skip
+def _plots(out: Path, rows: list[dict[str, Any]], trajectory: dict[str, Any] | None = None,
+           baselines: dict[str, Any] | None = None) -> list[str]:  # fmt: skip
     """Draw the plots that have data; returns their file names (none without matplotlib)."""
     plt = _pyplot()
     if plt is None:
         return []
     done = [r for r in rows if "epochs" in r]
-    names: list[str | None] = [_plot_perplexity(plt, out, done), _plot_step_time(plt, out, done)]
+    names: list[str | None] = [_plot_perplexity(plt, out, done, baselines),
+                               _plot_step_time(plt, out, done)]
     if trajectory is not None:
         names.append(_plot_deviation(plt, out, rows, trajectory))
     return [n for n in names if n]
@@ -258,7 +298,8 @@ def _plots(out: Path, rows: list[dict[str, Any]],
 def write_report(out: Path, report: dict[str, Any], oracle: str) -> dict[str, Any]:
     """Write the plots, ``report.json`` and ``report.md`` under ``out`` for the verdict
     ``report``; returns it with the names of the plots drawn added as ``"plots"``."""
-    report = {**report, "plots": _plots(out, report["frameworks"], report.get("trajectory"))}
+    plots = _plots(out, report["frameworks"], report.get("trajectory"), report.get("baselines"))
+    report = {**report, "plots": plots}
     write_json(out / "report.json", report)
     write_atomic(out / "report.md", markdown(report, oracle).encode("utf-8"))
     return report

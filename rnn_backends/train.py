@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .backends.base import StepResult, Trainable
+from .baselines import baselines as fit_baselines
 from .checkpointing import (
     CHECKPOINT_DIR,
     Checkpoint,
@@ -277,13 +278,27 @@ class _Run:
             self.log.epoch(self.state.step - 1, record)
 
     def finish(self) -> TrainResult:
-        """Mark the run finished, write its last checkpoint and return the result."""
+        """Score the test split once (see :func:`_test_record`), mark the run finished, write
+        its last checkpoint and return the result."""
+        test = _test_record(self.backend, self.tensors, self.batches)
+        if test is not None:
+            self.state.history["test"] = test
         self.state.new_epoch(self.train_config.max_epochs)
         self.carry = None
         final = self.backend.export(self.tensors)
         self.save()
         where = self.out / CHECKPOINT_DIR if self.out is not None else None
         return TrainResult(final, self.state.history, checkpoint=where, tensors=self.tensors)
+
+
+def _test_record(backend: Trainable, tensors: Any, batches: CharBatches) -> dict[str, Any] | None:
+    """The final weights' perplexity on the test split, measured exactly as validation is
+    (``{"test_ppl", "test_ppl_book", "test_tokens"}``), or None without a test split. It is
+    computed after the last epoch and read by nothing that trains or chooses."""
+    if not batches.num_test:
+        return None
+    ppl = evaluate(backend, tensors, batches.test_batches(), batches.carries_state)
+    return {"test_ppl": ppl.token, "test_ppl_book": ppl.book, "test_tokens": ppl.tokens}
 
 
 def _disk_full(exc: DiskFullError, out: Path, saved: int | None) -> DiskFullError:
@@ -306,6 +321,7 @@ def train(
     checkpoint_every: int | None = None,
     resume: str | Path | None = None,
     overwrite: bool = False,
+    baselines: bool = False,
 ) -> TrainResult:
     """Train from ``init_params(model_config, seed)`` (or ``params``) and return the result.
 
@@ -325,6 +341,9 @@ def train(
             weights and history an uninterrupted run would have had. Its model, vocabulary,
             corpus and training config must be these (``max_epochs`` may grow).
         overwrite: replace a checkpoint of another run found in ``out_dir`` (else refused).
+        baselines: also fit the n-gram baselines on this run's training text and score them on
+            its validation and test splits (:func:`rnn_backends.baselines.baselines`; a second
+            or two on the Time Machine); the history holds them as ``"baselines"``.
     Raises:
         NonFiniteError: a loss or gradient norm became NaN/Inf (the step is named); the
             checkpoint on disk is then the last good one.
@@ -351,6 +370,8 @@ def train(
     # Only now, with every input checked, is the output directory created (and held).
     with _open_output(out_dir, resume_dir, overwrite) as out:
         header = _history_header(backend, corpus, model_config, train_config)
+        if baselines:
+            header["baselines"] = fit_baselines(corpus, train_config).to_dict()
         start, state = _initial_state(header, model_config, train_config, params, loaded)
         tensors, optimizer = backend.prepare(start), train_config.optimizer_spec()
         opt_state = (backend.init_opt_state(optimizer, tensors) if state.opt_state is None

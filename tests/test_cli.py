@@ -194,6 +194,7 @@ CONFIG_FLAGS = {
     "batch_size": "--batch-size", "num_steps": "--num-steps", "lr": "--lr",
     "max_epochs": "--epochs", "grad_clip": "--grad-clip", "seed": "--seed", "dtype": "--dtype",
     "batching": "--batching", "num_train": "--num-train", "num_val": "--num-val",
+    "num_test": "--num-test",
     "optimizer": "--optimizer", "momentum": "--momentum", "beta1": "--beta1", "beta2": "--beta2",
     "eps": "--eps", "weight_decay": "--weight-decay", "schedule": "--schedule",
     "warmup_steps": "--warmup-steps", "lr_decay_steps": "--lr-decay-steps",
@@ -244,7 +245,6 @@ def test_every_config_flag_reaches_its_field(command):
         given = {**config_overrides(args, ModelConfig), **config_overrides(args, TrainConfig)}
         expected = {field.name: _field_type(field)(value)}
         if command == "compare":
-            expected.setdefault("dtype", "float64")  # compare's own default
             spec = default_spec(overrides=given)
             assert {**spec.model, **spec.train}[field.name] == expected[field.name]
         assert given == expected

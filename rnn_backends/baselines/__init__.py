@@ -35,6 +35,9 @@ continuation, not of a token after a context of that length).
 Order 0 is the uniform distribution, order 1 the unigram model (absolute discounting interpolated
 with uniform, so unseen tokens keep probability > 0).
 
+The test split (:meth:`CharBatches.test_batches`) is scored the same way, by the models chosen
+on validation, and is used for nothing else.
+
 Choosing: for each order the discounts are tuned on the validation tokens only, by coordinate
 descent with a golden-section search of each ``D_m`` in ``[0.001, 1]`` (the validation
 log-likelihood is concave in any single discount, since every probability is affine in it), from
@@ -52,7 +55,7 @@ from ..data.batching import CharBatches
 from ..data.corpus import Corpus
 from ._counts import NgramCounts, count_ngrams
 from ._kneser_ney import DEFAULT_DISCOUNT, DISCOUNT_RANGE, KNModel, fit_kneser_ney
-from ._plan import ScoringPlan, plan_from_batches, validation_plan
+from ._plan import ScoringPlan, held_out_plan, plan_from_batches, validation_plan
 from ._tuning import PlanScorer, perplexity
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "fit_kneser_ney",
     "perplexity",
     "plan_from_batches",
+    "held_out_plan",
     "validation_plan",
 ]
 
@@ -87,7 +91,7 @@ class NgramChoice:
 
 @dataclass(frozen=True)
 class Baselines:
-    """Validation perplexities of the baselines of one corpus split.
+    """Validation (and test) perplexities of the baselines of one corpus split.
 
     Attributes:
         uniform: perplexity of 1/V (equals V).
@@ -97,7 +101,11 @@ class Baselines:
         discounts: order -> tuned discounts D_1..D_n (order 1 is the unigram's).
         best: the order of 2..5 with the lowest tuned validation perplexity (None without
             validation tokens).
-        models: order -> the tuned model, to score another split (e.g. a test split) later.
+        models: order -> the tuned model, to score another split later.
+        test_tokens: tokens of the test split (0 without one).
+        test: the same models on the test split (nothing chosen there): ``{"uniform",
+            "unigram", "kn": {n: ppl}, "best": ppl of the order chosen on validation}``; empty
+            without a test split.
     """
 
     corpus: str
@@ -110,6 +118,13 @@ class Baselines:
     discounts: dict[int, tuple[float, ...]]
     best: NgramChoice | None
     models: dict[int, KNModel] = field(repr=False, compare=False, default_factory=dict)
+    test_tokens: int = 0
+    test: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best_test(self) -> float | None:
+        """Test perplexity of the n-gram chosen on validation (None without either split)."""
+        return self.test.get("best") if self.best is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"uniform", "unigram", "kn": {n: ppl}, "best": {...}, ...}``."""
@@ -130,6 +145,8 @@ class Baselines:
             "kn_fixed": dict(self.kn_fixed),
             "discounts": {n: list(d) for n, d in self.discounts.items()},
             "best": best,
+            "test_tokens": self.test_tokens,
+            "test": {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.test.items()},
         }
 
 
@@ -155,6 +172,8 @@ def baselines(corpus: Corpus, train_config: TrainConfig) -> Baselines:
     if scorer.tokens:
         order = min(KN_ORDERS, key=lambda n: ppl[n])
         best = NgramChoice(order, models[order].discounts, ppl[order])
+    held_out = held_out_plan(batches)
+    test = _score_test(counts, held_out, models, best)
     return Baselines(
         corpus=corpus.name,
         vocab_size=v,
@@ -166,4 +185,21 @@ def baselines(corpus: Corpus, train_config: TrainConfig) -> Baselines:
         discounts={n: models[n].discounts for n in range(1, top + 1)},
         best=best,
         models=models,
+        test_tokens=held_out.num_tokens,
+        test=test,
     )
+
+
+def _score_test(counts: NgramCounts, plan: ScoringPlan, models: dict[int, KNModel],
+                best: NgramChoice | None) -> dict[str, Any]:  # fmt: skip
+    """The validation-chosen ``models`` scored on the test ``plan`` (empty plan: ``{}``)."""
+    if not plan.num_tokens:
+        return {}
+    scorer = PlanScorer(counts, plan)
+    ppl = {order: scorer.perplexity(m) for order, m in models.items()}
+    return {
+        "uniform": ppl[0],
+        "unigram": ppl[1],
+        "kn": {n: ppl[n] for n in KN_ORDERS},
+        "best": ppl[best.order] if best is not None else None,
+    }

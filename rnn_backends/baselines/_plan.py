@@ -67,6 +67,11 @@ def validation_plan(batches: CharBatches) -> ScoringPlan:
     return plan_from_batches(batches.val_batches(), batches.carries_state)
 
 
+def held_out_plan(batches: CharBatches) -> ScoringPlan:
+    """The test tokens and contexts of ``batches``, exactly as the RNN is evaluated on them."""
+    return plan_from_batches(batches.test_batches(), batches.carries_state)
+
+
 def plan_queries(plan: ScoringPlan, width: int, vocab_size: int) -> Queries:
     """The plan's (context truncated to ``width`` tokens, target) pairs, deduplicated."""
     s = np.arange(plan.num_tokens, dtype=np.int64)

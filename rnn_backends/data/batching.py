@@ -4,12 +4,15 @@ Two schemes:
 
 * ``windows`` (the textbook, 1.0 edition): every stride-1 window of ``num_steps + 1`` tokens is an
   example; the first ``num_train`` windows train (shuffled each epoch by a seeded NumPy generator),
-  the next ``num_val`` validate. The hidden state starts from zero in every batch. ``num_train``
-  None is the book's 10,000 (fewer if the corpus has fewer before the validation windows).
+  the next ``num_val`` validate (they overlap the last training windows by ``num_steps`` tokens,
+  as in the book), and after a gap of ``num_steps`` windows the next ``num_test`` test (the gap
+  makes the test tokens disjoint from every training and validation window's). The hidden state
+  starts from zero in every batch. ``num_train`` None is the book's 10,000 (fewer if the corpus
+  has fewer before the held-out windows).
 * ``sequential``: the tokens the training windows cover are cut into ``batch_size`` rows and read
   left to right, so row ``b`` of batch ``i + 1`` continues row ``b`` of batch ``i``. The hidden
   state is carried across batches and detached (truncated BPTT). Each epoch starts at a seeded
-  random offset. ``num_train`` None takes every window before the validation ones: a batch of
+  random offset. ``num_train`` None takes every window before the held-out ones: a batch of
   B rows of T steps needs B * T training windows, more than the book's 10,000 at its B and T.
 
 Shuffling uses ``np.random.default_rng([seed, epoch])``: any epoch can be replayed on its own, which
@@ -30,6 +33,7 @@ from ..errors import CorpusError
 Batch = tuple[np.ndarray, np.ndarray]
 
 BOOK_NUM_TRAIN = 10000  # the textbook's training windows: ``windows`` batching's default
+AUTO_NUM_TEST = 5000  # test windows when num_test is left out and the corpus has room
 
 
 def windows(ids: np.ndarray, num_steps: int) -> np.ndarray:
@@ -77,21 +81,47 @@ class CharBatches:
     def __post_init__(self) -> None:
         cfg = self.config
         total = len(windows(self.ids, cfg.num_steps))
-        room = total - cfg.num_val  # windows left for training
+        room = total - self.held_out  # windows left for training
         if room <= 0:
             raise CorpusError(
                 f"the corpus gives {total} windows of {cfg.num_steps + 1} tokens and num_val="
-                f"{cfg.num_val} takes them all; set num_val (--num-val) to {max(0, total // 3)} "
-                "or less, or use a longer corpus"
+                f"{cfg.num_val} + num_test={self.num_test} (+ a gap of num_steps={cfg.num_steps} "
+                f"before the test windows) take them all; set num_val (--num-val) and num_test "
+                f"(--num-test; 0 leaves the test split out) to {max(0, total // 5)} or less, or "
+                "use a longer corpus"
             )
         if cfg.num_train is not None and cfg.num_train > room:
             raise CorpusError(
                 f"the corpus gives {total} windows of {cfg.num_steps + 1} tokens, but num_train="
-                f"{cfg.num_train} + num_val={cfg.num_val} were asked for; set num_train "
-                f"(--num-train) to {room} or less, lower num_val, or use a longer corpus"
+                f"{cfg.num_train} + num_val={cfg.num_val} + num_test={self.num_test} were asked "
+                f"for; set num_train (--num-train) to {room} or less, lower num_val or num_test "
+                "(--num-test 0 leaves the test split out), or use a longer corpus"
             )
         if cfg.batching == "sequential":
             self._check_sequential(room)
+
+    @property
+    def num_test(self) -> int:
+        """Test windows: ``config.num_test``, or for None :data:`AUTO_NUM_TEST` when the corpus
+        holds them (and the gap before them) beside the validation windows and a training split
+        of ``num_train`` windows (left out: the book's 10,000 with ``windows`` batching, one
+        batch of B x T with ``sequential``), else 0."""
+        cfg = self.config
+        if cfg.num_test is not None:
+            return cfg.num_test
+        if cfg.num_train is not None:
+            need = cfg.num_train
+        else:
+            need = BOOK_NUM_TRAIN if cfg.batching == "windows" else cfg.batch_size * cfg.num_steps
+        total = len(self.ids) - cfg.num_steps
+        fits = need + cfg.num_val + cfg.num_steps + AUTO_NUM_TEST <= total
+        return AUTO_NUM_TEST if fits else 0
+
+    @property
+    def held_out(self) -> int:
+        """Windows after the training ones: validation, the gap before the test split, test."""
+        cfg, test = self.config, self.num_test
+        return cfg.num_val + (cfg.num_steps + test if test else 0)
 
     def _check_sequential(self, room: int) -> None:
         """Refuse a sequential batch that the training windows cannot fill, saying which option
@@ -127,7 +157,7 @@ class CharBatches:
         """Training windows: ``config.num_train``, or for None the default of the batching."""
         if self.config.num_train is not None:
             return self.config.num_train
-        room = len(self.ids) - self.config.num_steps - self.config.num_val
+        room = len(self.ids) - self.config.num_steps - self.held_out
         return room if self.config.batching == "sequential" else min(BOOK_NUM_TRAIN, room)
 
     @property
@@ -141,10 +171,29 @@ class CharBatches:
         return self.ids[: self.num_train + self.config.num_steps]
 
     @property
+    def val_start(self) -> int:
+        """Index of the first validation window (= of its first token)."""
+        return self.num_train
+
+    @property
+    def test_start(self) -> int:
+        """Index of the first test window: ``num_steps`` windows after the last validation
+        window starts, so its first token follows the last validation token."""
+        return self.num_train + self.config.num_val + self.config.num_steps
+
+    @property
     def val_ids(self) -> np.ndarray:
         """Tokens covered by the validation windows."""
-        start = self.num_train
+        start = self.val_start
         return self.ids[start : start + self.config.num_val + self.config.num_steps]
+
+    @property
+    def test_ids(self) -> np.ndarray:
+        """Tokens covered by the test windows (empty without a test split)."""
+        if not self.num_test:
+            return self.ids[:0]
+        start = self.test_start
+        return self.ids[start : start + self.num_test + self.config.num_steps]
 
     def epoch_rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, epoch])
@@ -165,15 +214,24 @@ class CharBatches:
 
     def val_batches(self) -> Iterator[Batch]:
         """Validation batches in corpus order (no shuffling)."""
+        return self._held_out_batches(self.val_start, self.config.num_val)
+
+    def test_batches(self) -> Iterator[Batch]:
+        """Test batches in corpus order, cut exactly as the validation batches are."""
+        return self._held_out_batches(self.test_start, self.num_test)
+
+    def _held_out_batches(self, first: int, count: int) -> Iterator[Batch]:
+        """The batches of the ``count`` windows from window ``first`` on, in corpus order."""
         cfg = self.config
-        if cfg.num_val == 0:
+        if count == 0:
             return
         if cfg.batching == "sequential":
-            # The validation span is short; use as many rows as it can fill.
-            rows = max(1, min(cfg.batch_size, (len(self.val_ids) - 1) // cfg.num_steps))
-            yield from sequential_batches(self.val_ids, rows, cfg.num_steps)
+            # A held-out span is short; use as many rows as it can fill.
+            span = self.ids[first : first + count + cfg.num_steps]
+            rows = max(1, min(cfg.batch_size, (len(span) - 1) // cfg.num_steps))
+            yield from sequential_batches(span, rows, cfg.num_steps)
             return
-        win = windows(self.ids, cfg.num_steps)[self.num_train : self.num_train + cfg.num_val]
+        win = windows(self.ids, cfg.num_steps)[first : first + count]
         for start in range(0, len(win), cfg.batch_size):
             yield _split(win[start : start + cfg.batch_size])
 
