@@ -38,7 +38,7 @@ from .data.corpus import load_corpus
 from .errors import UserError
 from .generate import generate
 from .params import init_params
-from .presets import PRESET_CHECKS, PRESETS
+from .presets import PRESET_CHECKS, PRESET_VARIANTS, PRESETS
 from .report import write_report
 from .runfolder import MARKER, own_folder
 from .train import evaluate, train
@@ -373,7 +373,7 @@ def default_spec(
         corpus=corpus,
         model=model.to_dict(),
         train=train_config.to_dict(),
-        variant=variant,
+        variant=variant or PRESET_VARIANTS.get(preset),
         device=device,
         prefix=prefix,
         num_preds=num_preds,

@@ -143,7 +143,24 @@ def _baselines(report: dict[str, Any]) -> list[str]:
         margin = margin_text(test, test_best, "test") if test and test_best else "-"
         lines.append(f"| {r['backend']} | {_fmt(r['epochs'][-1]['val_ppl'], '.4f')} | "
                      f"{_fmt(test, '.4f')} | {margin} |")  # fmt: skip
-    return lines
+    return lines + _winner_text(done)
+
+
+def _winner_text(done: list[dict[str, Any]]) -> list[str]:
+    """The generated text of the run with the lowest test perplexity (validation without a
+    test split)."""
+    def score(r: dict[str, Any]) -> float:
+        test = (r.get("test") or {}).get("test_ppl")
+        value = test if test is not None else r["epochs"][-1]["val_ppl"]
+        return value if isinstance(value, float) and math.isfinite(value) else math.inf
+
+    best = min(done, key=score)
+    if "greedy_text" not in best:
+        return []
+    clean = lambda t: t.replace("`", "'")  # noqa: E731
+    return ["", f"Text from the model with the lowest test perplexity ({best['backend']}): "
+            f"greedy `{clean(best['greedy_text'])}`; sampled (temperature 0.8) "
+            f"`{clean(best.get('sampled_text', ''))}`."]  # fmt: skip
 
 
 def _verdict(rows: list[dict[str, Any]], failures: list[str], oracle: str) -> list[str]:

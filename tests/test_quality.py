@@ -43,6 +43,7 @@ def test_the_report_shows_the_baselines_of_the_jobs_split(tmp_path):
     oracle = report["frameworks"][0]
     assert oracle["test"]["test_tokens"] == 48 * 8  # the RNN is scored on the same tokens
     assert margin_text(oracle["test"]["test_ppl"], want["test"]["best"], "test") in md
+    assert (f"lowest test perplexity (numpy): greedy `{oracle['greedy_text']}`" in md)
     # The quick preset does not ask the RNN to win: this 1-epoch run loses and still passes.
     assert report["passed"], report["failures"]
 
@@ -122,3 +123,21 @@ def test_a_short_quality_like_run_beats_the_unigram(backend_name):
     # Measured with the oracle: 6.7 (validation) and 6.4 (test) against unigrams of 16.3.
     assert result.history["epochs"][-1]["val_ppl"] < 0.6 * b["unigram"]
     assert result.history["test"]["test_ppl"] < 0.6 * b["test"]["unigram"]
+
+
+@pytest.mark.filterwarnings("ignore:No artists with labels")
+def test_a_float32_adam_job_replays_its_sampled_steps_with_adam(tmp_path):
+    """The quality preset's verdict in miniature (the oracle judged as a framework, as every
+    float32 job does): the sampled steps are replayed with the job's optimizer and the state it
+    had, so an Adam run agrees with its replays. A replay that took plain SGD steps would miss
+    every updated weight by about a learning rate."""
+    overrides = {"hidden_size": 8, "batch_size": 4, "num_steps": 8, "max_epochs": 2,
+                 "num_train": None, "num_val": 200, "num_test": 200}  # fmt: skip
+    spec = default_spec("default", "quality", overrides)
+    assert spec.train["optimizer"] == "adam" and spec.checks["sampled_steps"] > 0
+    spec.checks["beat_ngram"] = False  # two tiny epochs do not beat a 5-gram; not the point
+    report = run_compare(tmp_path, [], spec, log=lambda *_: None)
+    assert report["passed"], report["failures"]
+    oracle = report["frameworks"][0]
+    replayed = [c for c in oracle["checks"] if c["step"] not in (None, 0)]
+    assert replayed and any("optimizer slot" in c["what"] for c in replayed)
