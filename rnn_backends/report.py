@@ -230,6 +230,10 @@ def _plot_perplexity(plt: Any, out: Path, done: list[dict[str, Any]],
             ax.axhline(ppl, color=("0.6", "0.4", "k")[i], lw=1, ls=_STYLES[(i + 1) % len(_STYLES)],
                        label=f"{name}: val {ppl:.3f}")  # fmt: skip
         ax.set_yscale("log")  # from V (uniform) down to the n-gram's few units
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     for i, r in enumerate(done):
         ep = [e["epoch"] for e in r["epochs"]]
         ls = _STYLES[i % len(_STYLES)]
