@@ -27,7 +27,7 @@ def test_textbook_defaults():
 def test_gated_cells_default_to_adam_with_a_cosine_schedule(cell):
     model = ModelConfig(vocab_size=28, cell=cell)
     t = TrainConfig().resolved(model)
-    assert (t.optimizer, t.lr, t.schedule, t.warmup_steps) == ("adam", 0.01, "cosine", 10)
+    assert (t.optimizer, t.lr, t.schedule, t.warmup_steps) == ("adam", 0.03, "cosine", 10)
     # What is given stays; a learning rate left out follows an optimizer given by name.
     t = TrainConfig(optimizer="sgd", schedule="step", warmup_steps=0).resolved(model)
     assert (t.optimizer, t.lr, t.schedule, t.warmup_steps) == ("sgd", 1.0, "step", 0)
