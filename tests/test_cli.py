@@ -142,6 +142,10 @@ def test_unknown_prefix_characters_warn(tmp_path):
 _CTRL_C_DURING_IMPORT = r"""
 import os, runpy, signal, sys
 
+# A process started in the background by a non-interactive shell (as CI may start the suite)
+# inherits SIGINT ignored, and Python then leaves it ignored; a terminal's Ctrl-C is not.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
         if name == "numpy":
