@@ -138,15 +138,15 @@ def _train_phase(backend, corpus, model_config, train_config, spec, folder: Path
 
     total = train_config.max_epochs * batches.num_train_batches()
     steps = shadow.sampled_steps(total, int(spec.checks.get("sampled_steps", 0)))
-    if workers > 1:
-        steps = []
-    recorder = shadow.Recorder(backend, steps, folder / shadow.FOLDER,
-                               states=len(CELL_SPECS[model_config.cell].states))  # fmt: skip
+    states = len(CELL_SPECS[model_config.cell].states)
+    recorder = shadow.Recorder(backend, steps, folder / shadow.FOLDER, states=states)
     t0 = time.perf_counter()
     if workers > 1:
-        # The steps run in the workers: no step is sampled for the float32 replays.
+        # The steps run in the workers: worker 0 records the sampled ones (the global batch's
+        # start and end, as one process would have them) for the float32 replays.
         result = api.train(backend.name, corpus, model_config, train_config, folder,
-                           backend_kwargs=kwargs, overwrite=True)  # fmt: skip
+                           backend_kwargs=kwargs, overwrite=True,
+                           record=(steps, folder / shadow.FOLDER, states))  # fmt: skip
     else:
         result = train(
             recorder, corpus, model_config, train_config, out_dir=folder, progress=None,
@@ -328,6 +328,8 @@ def _float64_truth(out: Path, names: list[str], status: dict[str, str], spec: Sp
     preset checks trajectories) and every checkpoint's validation perplexity."""
     corpus = load_corpus(spec.corpus)
     model, config = spec.model_config(), spec.train_config()
+    # The reference runs are one process, whatever the frameworks' data parallelism.
+    config = dataclasses.replace(config, data_parallel=1)
     folder = out / TRUTH
     folder.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {}

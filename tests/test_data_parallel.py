@@ -231,3 +231,39 @@ def test_two_nodes_as_two_processes(framework_name, tmp_path):
     ckpt = load_checkpoint(out / "checkpoint")
     for k, v in ref.params.items():
         assert rel_err(ckpt.params[k], v) <= 1e-9, k
+
+
+# --- float32: the compare job's error model judges a data-parallel run --------------------------
+
+
+def test_float32_data_parallel_job_is_judged_by_the_error_model(framework_name, tmp_path):
+    """A float32 compare job with ``--data-parallel 2`` passes the float32 verdict, including the
+    replayed steps that worker 0 recorded (the global batch's start and end). Those records are
+    really judged: the same job fails, at that step and naming that framework and parameter, once
+    one recorded update is off by a relative 1e-3 (what an engine that mis-averages one tensor
+    would leave)."""
+    from rnn_backends import compare, shadow
+
+    tiny = {"hidden_size": 16, "batch_size": 32, "num_steps": 8, "max_epochs": 1,
+            "num_train": 128, "num_val": 64, "data_parallel": 2}  # fmt: skip
+    spec = compare.default_spec("default", "quick", tiny, dtype="float32", num_preds=10)
+    spec.checks = {"trajectory": True, "members": 3, "sampled_steps": 3}
+    report = compare.run_compare(tmp_path, [framework_name], spec, log=lambda *_: None)
+    assert report["passed"], report["failures"]
+    row = next(r for r in report["frameworks"] if r["backend"] == framework_name)
+    assert row["data_parallel"] == 2
+    replayed = {c["step"] for c in row["checks"] if c["what"] == "W_hh after the step"}
+    assert replayed == {0, 1, 2}, replayed
+
+    record = shadow.load_index(tmp_path / framework_name)[1]
+    path = tmp_path / framework_name / record["file"]
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    before, after = arrays["before/params/W_hh"], arrays["after/params/W_hh"]
+    arrays["after/params/W_hh"] = (before + (after - before) * (1 + 1e-3)).astype(after.dtype)
+    np.savez(path, **arrays)
+    saved = compare._read_spec(tmp_path)
+    status = {n: "ok" for n in saved.frameworks}
+    failures = compare.judge(tmp_path, saved.frameworks, status, saved, 0.0)["failures"]
+    assert any(f.startswith(f"{framework_name}: W_hh after the step at step 1 differs")
+               for f in failures), failures  # fmt: skip

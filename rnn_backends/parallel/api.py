@@ -26,6 +26,7 @@ def train(
     resume: str | Path | None = None,
     overwrite: bool = False,
     timeout: float = 24 * 3600.0,
+    record: tuple[list[int], Path, int] | None = None,
 ) -> TrainResult:
     """Train on ``train_config.data_parallel`` workers of ``backend_name``'s engine.
 
@@ -35,6 +36,8 @@ def train(
         out_dir, checkpoint_every, resume, overwrite: as :func:`rnn_backends.train`; worker 0
             alone writes.
         timeout: seconds for the whole job (and, for torch, for every collective).
+        record: (steps, folder, states): worker 0 saves those training steps for the compare
+            job's float32 replays (:class:`rnn_backends.shadow.Recorder`).
     Returns:
         the :class:`TrainResult` (without ``tensors``: they stayed in the workers).
     Raises:
@@ -47,7 +50,8 @@ def train(
     kwargs.setdefault("gru_reset_after", model_config.gru_reset_after)
     out = launch.run(
         framework, train_config.data_parallel, tasks.train_task,
-        (corpus, model_config, train_config, out_dir, checkpoint_every, resume, None, overwrite),
+        (corpus, model_config, train_config, out_dir, checkpoint_every, resume, None, overwrite,
+         None if record is None else (record[0], str(record[1]), record[2])),
         backend_kwargs=kwargs, timeout=timeout,
     )  # fmt: skip
     where = Path(out["checkpoint"]) if out["checkpoint"] else None

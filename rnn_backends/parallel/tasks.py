@@ -78,17 +78,28 @@ def train_task(
     resume: str | Path | None = None,
     kill: tuple[int, int] | None = None,
     overwrite: bool = False,
+    record: tuple[list[int], str, int] | None = None,
 ) -> dict[str, Any]:
     """:func:`rnn_backends.train` on the data-parallel backend; rank 0 alone writes ``out_dir``
-    (the others read ``resume`` only). ``kill``: (rank, step) at which a worker kills itself."""
+    (the others read ``resume`` only). ``kill``: (rank, step) at which a worker kills itself.
+    ``record``: (steps, folder, states) of :class:`rnn_backends.shadow.Recorder`: rank 0 saves
+    those steps of the global batch (what one process would have started from and ended with)
+    for the compare job's replays."""
+    from ..shadow import Recorder
     from ..train import train
 
+    recorder = None
+    if record is not None and backend.is_writer:
+        steps, folder, states = record
+        backend = recorder = Recorder(backend, steps, Path(folder), states)
     result = train(
         backend, corpus, model_config, train_config,
         out_dir=out_dir if backend.is_writer else None, progress=False,
         on_step=_kill_at(*kill, backend) if kill else None,
         checkpoint_every=checkpoint_every, resume=resume, overwrite=overwrite,
     )  # fmt: skip
+    if recorder is not None:
+        recorder.save_index()
     return {"params": result.params, "history": result.history,
             "checkpoint": str(result.checkpoint) if result.checkpoint else None}  # fmt: skip
 
