@@ -7,7 +7,7 @@ step is the number of ops, not their FLOPs, so this module writes the forward pa
 backward pass out by hand with as few ops per time step as the math allows:
 
 * forward, per step: ``h_t = tanh(xw_t + h_{t-1} W_hh)``: one multiply-add (``addmm``) and one tanh,
-  where ``xw = W_xh[X] + b_h`` is a row gather for every step at once (hoisted out of the loop);
+  where ``xw = (W_xh + b_h)[X]`` is a row gather for every step at once (hoisted out of the loop);
 * the output projection, softmax cross-entropy and its gradient ``(softmax - onehot) / N`` once,
   on all ``N = B * T`` tokens;
 * backward, per step: ``dz_t = a_t * (1 - h_t^2)`` and ``a_{t-1} = dH_{t-1} + dz_t W_hh^T``:
@@ -157,7 +157,9 @@ def loss_and_grads(
     Xf = ops.reshape(ops.swap_bt(X), (N,))  # time-major token order, flattened
     Yf = ops.reshape(ops.swap_bt(Y), (N,))
 
-    xw = ops.reshape(ops.take_rows(W_xh, Xf), (T, B, H)) + b_h
+    # W_xh[x] + b_h for every token as rows of the biased table W_xh + b_h: the same sums
+    # (bit for bit), added once per vocabulary row (V x H) instead of once per token (N x H).
+    xw = ops.reshape(ops.take_rows(W_xh + b_h, Xf), (T, B, H))
     hs = ops.forward_loop(xw, h0, W_hh)  # (T, B, H)
     hf = ops.reshape(hs, (N, H))
 
@@ -187,6 +189,6 @@ def loss(
     B, T = X.shape
     Xf = ops.reshape(ops.swap_bt(X), (B * T,))
     Yf = ops.reshape(ops.swap_bt(Y), (B * T,))
-    hs = ops.forward_loop(ops.reshape(ops.take_rows(W_xh, Xf), (T, B, H)) + b_h, h0, W_hh)
+    hs = ops.forward_loop(ops.reshape(ops.take_rows(W_xh + b_h, Xf), (T, B, H)), h0, W_hh)
     return ops.output_loss(ops.reshape(hs, (B * T, H)), W_hq, b_q, Yf), hs[T - 1]
 
