@@ -161,6 +161,23 @@ def _stock_legend(runs: list[dict[str, Any]]) -> list[str]:
             + "; ".join(f"{fw} `{v}`: {d}" for (fw, v), d in seen.items()) + "."]
 
 
+def _whole_run_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The book's whole 100-epoch run per framework (``fast`` step), where it was timed."""
+    timed = [run for run in runs if run.get("whole_run")]
+    if not timed:
+        return []
+    first = timed[0]["whole_run"]
+    lines = ["", f"## The book's whole run ({first['epochs']} epochs, {first['steps']} steps, "
+             f"validation after each epoch, {first['corpus']}; `fast` step)", "",
+             "| framework | seconds | first step (s) | final validation perplexity |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for run in timed:
+        w = run["whole_run"]
+        lines.append(f"| {run['framework']} | {w['seconds']:.1f} | {w['first_step_s']:.2f} | "
+                     f"{w['val_ppl']:.3f} |")  # fmt: skip
+    return lines
+
+
 def _gpu_table(rows: list[Row]) -> list[str]:
     """ms/step and device memory of every GPU row, per configuration, each against the faster
     of PyTorch's two cuDNN rows (``native`` and ``stock:layer``) of the same configuration."""
@@ -223,6 +240,9 @@ def assemble(out: Path, plots: bool = True) -> dict[str, Any]:
             lines[-1] += (f" Matmul-bound time in that worker (the step's useful FLOPs at its "
                           f"NumPy matmul peak): {bound:.2f} ms, {ms[best] / bound:.1f}x of it.")
     lines += _stock_legend(runs)
+    lines += _whole_run_table(runs)
+    summary["whole_run_s"] = {run["framework"]: run["whole_run"]["seconds"]
+                              for run in runs if run.get("whole_run")}  # fmt: skip
     lines += ["", "Matmul peak (NumPy float32 1024^2, same process and threads): "
               + ", ".join(f"{fw} worker {p:.0f} GFLOP/s" for fw, p in peaks.items())]
     lines += _gpu_table(rows)
@@ -325,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastest at the textbook configuration: {name} {ms:.2f} ms/step")
     for fw, ratio in summary["fast_vs_stock"].items():
         print(f"{fw}: fast is {ratio:.2f}x its best stock path")
+    for fw, seconds in summary["whole_run_s"].items():
+        print(f"{fw}: the book's whole run took {seconds:.1f} s")
     return 0
 
 

@@ -318,6 +318,30 @@ def _version(framework: str, backend: Any) -> str:
     return get_backend(framework, device="cpu").version()
 
 
+def whole_run(framework: str, dtype: str, device: str | None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The book's whole training run on the ``fast`` step (the oracle's own for ``numpy``),
+    timed end to end: the compare job's ``textbook`` preset (H=32, B=1024, T=32, 100 epochs of
+    10 steps, SGD at 1, clipping at 1) on the embedded corpus, a validation pass after every
+    epoch included. ``overrides``: preset fields to change (a shorter run, for tests)."""
+    from .backends.registry import get_backend
+    from .compare import default_spec
+    from .data.corpus import load_corpus
+    from .train import train
+
+    spec = default_spec("default", "textbook", dict(overrides or {}), dtype=dtype)
+    variant = None if framework == "numpy" else "fast"
+    backend = get_backend(framework, variant=variant, dtype=dtype, device=device)
+    t0 = time.perf_counter()
+    result = train(backend, load_corpus(spec.corpus), spec.model_config(), spec.train_config(),
+                   progress=False)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    steps = result.history["step_seconds"]
+    return {"seconds": seconds, "steps": len(steps), "epochs": len(result.history["epochs"]),
+            "first_step_s": steps[0], "val_ppl": result.history["epochs"][-1]["val_ppl"],
+            "corpus": "the embedded default corpus"}  # fmt: skip
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Measure every configuration x variant of one framework; write one JSON file."""
     framework = args.framework
@@ -342,6 +366,11 @@ def run_worker(args: argparse.Namespace) -> int:
         for cfg in configs:
             for variant in variants:
                 _measure(out, progress, framework, variant, cfg, args, options)
+    if args.whole_run:
+        try:
+            out["whole_run"] = whole_run(framework, args.dtype, args.device)
+        except Exception as exc:
+            out["errors"].append(f"whole run: {type(exc).__name__}: {exc}")
     out["matmul_peak_gflops_after"] = matmul_peak()
     write_json(args.json, out)
     return 0
@@ -357,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, required=True)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--whole-run", action="store_true",
+                        help="also time the book's whole 100-epoch run (whole_run)")
     return run_worker(parser.parse_args(argv))
 
 

@@ -141,3 +141,22 @@ def test_gpu_workers_run_one_variant_each_and_merge(tmp_path, monkeypatch):
     merged = json.loads((tmp_path / "jax.json").read_text())
     assert [r["variant"] for r in merged["results"]] == calls
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jax.json"]
+
+
+def test_the_whole_run_is_the_books_schedule_and_is_tabled(tmp_path):
+    """``whole_run`` trains the textbook preset (10 steps of B=1024 per epoch on the embedded
+    corpus; one epoch and a small validation split here) and learns; assemble tables it."""
+    from rnn_backends.bench import whole_run
+
+    w = whole_run("numpy", "float32", None, {"max_epochs": 1, "num_val": 64})
+    assert (w["epochs"], w["steps"]) == (1, 10)
+    assert 1.0 < w["val_ppl"] < 27  # below the uniform distribution over the 27 characters
+    run = {**_run("torch", [_row("torch", "fast", 4.0, 30.0)], peak=200.0), "whole_run": w}
+    (tmp_path / "torch.json").write_text(json.dumps(run))
+    out = subprocess.run([sys.executable, str(ASSEMBLE), str(tmp_path), "--no-plots"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"torch: the book's whole run took {w['seconds']:.1f} s" in out.stdout
+    md = (tmp_path / "results.md").read_text()
+    assert "## The book's whole run (1 epochs, 10 steps" in md
+    assert f"| torch | {w['seconds']:.1f} | {w['first_step_s']:.2f} | {w['val_ppl']:.3f} |" in md
