@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rnn_backends.benchrun import TEXTBOOK
 from rnn_backends.cli import main
 
@@ -160,3 +162,20 @@ def test_the_whole_run_is_the_books_schedule_and_is_tabled(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "## The book's whole run (1 epochs, 10 steps" in md
     assert f"| torch | {w['seconds']:.1f} | {w['first_step_s']:.2f} | {w['val_ppl']:.3f} |" in md
+
+
+def test_data_parallel_plot_draws_every_framework_file(tmp_path):
+    """benchmarks/data_parallel.py --plot reads each framework's rows (written by its own
+    environment with --out) and draws them in one PNG."""
+    pytest.importorskip("matplotlib")
+    script = ASSEMBLE.with_name("data_parallel.py")
+    for fw, ms in (("torch", 10.0), ("jax", 20.0)):
+        rows = [{"framework": fw, "workers": "one process", "median_ms": ms},
+                *({"framework": fw, "workers": n, "median_ms": ms * (1 + n / 10)}
+                  for n in (1, 2, 4))]  # fmt: skip
+        (tmp_path / f"{fw}.json").write_text(json.dumps(rows))
+    out = subprocess.run([sys.executable, str(script), "--plot", str(tmp_path)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    png = (tmp_path / "data_parallel.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
