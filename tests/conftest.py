@@ -33,6 +33,7 @@ from rnn_backends.backends.registry import (
     FRAMEWORKS,
     canonical_name,
     get_backend,
+    install_hint,
     is_installed,
 )
 from rnn_backends.errors import BackendUnavailableError
@@ -66,10 +67,7 @@ VARIANT_PARAMS = [
 def _installed(name: str) -> str:
     """``name``, or a skip with the reason when its framework is not installed here."""
     if not is_installed(name):
-        spec = BACKENDS[name]
-        pytest.skip(
-            f"{spec.title} is not installed here; pip install 'rnn-backends[{spec.extra}]'"
-        )
+        pytest.skip(f"{BACKENDS[name].title} is not installed here; {install_hint(name)}")
     return name
 
 
