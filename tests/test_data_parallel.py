@@ -10,6 +10,7 @@ rank 0's last checkpoint and ends where an uninterrupted run ends. The workers a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -205,32 +206,46 @@ def _two_nodes(commands: list[list[str]], envs: list[dict[str, str]]) -> None:
 
 def test_two_nodes_as_two_processes(framework_name, tmp_path):
     """Two launches, one per "node", joined over TCP as on two machines (torch: torchrun
-    --nnodes 2; JAX: jax.distributed with a coordinator address); node 0 alone writes the
-    checkpoint, which equals one process's run. TensorFlow's MultiWorkerMirroredStrategy and
-    MXNet's dist_sync are not run here (README: Data parallelism)."""
+    --nnodes 2; JAX: jax.distributed with a coordinator address; TensorFlow:
+    MultiWorkerMirroredStrategy with TF_CONFIG); node 0 alone writes the checkpoint, which equals
+    one process's run. MXNet's dist_sync is not run here (README: Data parallelism)."""
     corpus, model, cfg = _train_setup()
-    out, port = tmp_path / "run", str(launch.free_port())
-    run_args = [*TRAIN_ARGS, "--backend", framework_name, "--out", str(out)]
+    port = str(launch.free_port())
+    # One output folder per node, as on two machines: node 1's must stay without a checkpoint.
+    outs = [tmp_path / f"node{r}" for r in range(2)]
+    node_args = [[*TRAIN_ARGS, "--backend", framework_name, "--out", str(o)] for o in outs]
     if framework_name == "torch":
         torchrun = str(Path(sys.executable).with_name("torchrun"))
         commands = [[torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(r),
                      "--master-addr", "127.0.0.1", "--master-port", port, "-m", "rnn_backends",
-                     *run_args] for r in range(2)]  # fmt: skip
+                     *node_args[r]] for r in range(2)]  # fmt: skip
         envs = [{}, {}]
     elif framework_name == "jax":
-        commands = [[sys.executable, "-m", "rnn_backends", *run_args]] * 2
+        commands = [[sys.executable, "-m", "rnn_backends", *args] for args in node_args]
         envs = [{"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
                  "JAX_PROCESS_ID": str(r),
                  "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
                 for r in range(2)]  # fmt: skip
+    elif framework_name == "tensorflow":
+        commands = [[sys.executable, "-m", "rnn_backends", *args] for args in node_args]
+        cluster = {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{launch.free_port()}"]}
+        envs = [{"TF_CONFIG": json.dumps({"cluster": cluster,
+                                          "task": {"type": "worker", "index": r}}),
+                 "CUDA_VISIBLE_DEVICES": "-1"} for r in range(2)]  # fmt: skip
     else:
         pytest.skip(f"no two-process launch of {framework_name} is tested here")
     _two_nodes(commands, envs)
     single = TrainConfig(**{**cfg.to_dict(), "data_parallel": 1})
-    ref = train(make_backend(framework_name), corpus, model, single, progress=False)
-    ckpt = load_checkpoint(out / "checkpoint")
-    for k, v in ref.params.items():
+    ref = train(make_backend(framework_name), corpus, model, single, out_dir=tmp_path / "one",
+                progress=False)  # fmt: skip
+    assert not (outs[1] / "checkpoint").exists()
+    ckpt, one = load_checkpoint(outs[0] / "checkpoint"), load_checkpoint(ref.checkpoint)
+    assert ckpt.step == one.step == len(ref.history["step_loss"])
+    for k, v in one.params.items():
         assert rel_err(ckpt.params[k], v) <= 1e-9, k
+    assert ckpt.arrays.keys() == one.arrays.keys()
+    for k, v in one.arrays.items():  # the carried state of all rows, if the run ended with one
+        assert rel_err(ckpt.arrays[k], v) <= 1e-9, k
 
 
 # --- float32: the compare job's error model judges a data-parallel run --------------------------

@@ -8,7 +8,9 @@ returns rank 0's result:
   this process is one rank and runs the task itself;
 * ``jax``, ``tensorflow``, ``mxnet``: one fresh process that exposes N CPU devices before the
   framework starts (XLA's host device count, TF's logical devices, MXNet's ``cpu(i)`` contexts)
-  and runs the task over them.
+  and runs the task over them. Started with ``JAX_COORDINATOR_ADDRESS`` (JAX) or ``TF_CONFIG``
+  (TensorFlow's MultiWorkerMirroredStrategy) set, this process is one host of several and runs
+  the task itself.
 
 A worker that dies (a signal, an exit status) or raises stops the whole job: the others are
 terminated and :class:`WorkerError` names the worker. A job that outlives ``timeout`` seconds is
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..errors import NonFiniteError, UserError, WorkerError
+from . import tf_config
 from .common import check_workers
 
 ENGINES = {
@@ -73,6 +76,11 @@ def make_engine(framework: str, workers: int, rank: int, backend_kwargs: dict[st
     if framework == "tensorflow":
         from . import tensorflow_engine
 
+        if tf_config.is_set():  # one process of a TF_CONFIG cluster
+            strategy, rank = tensorflow_engine.join_cluster(workers, timeout_s)
+            return tensorflow_engine.TensorflowMultiWorker(
+                get_backend("tensorflow", **backend_kwargs), workers, strategy, rank
+            )
         tensorflow_engine.expose_cpus(workers)  # before anything else starts TensorFlow
         return tensorflow_engine.TensorflowDataParallel(
             get_backend("tensorflow", **backend_kwargs), workers
@@ -146,7 +154,8 @@ def run(
     Arguments:
         task: a module-level function (it is pickled by name into fresh processes).
         backend_kwargs: ``get_backend``'s keywords for every worker's backend (dtype, variant...).
-        timeout: seconds for the whole job, and for every collective of the torch engine.
+        timeout: seconds for the whole job, and for every collective of the torch engine and of
+            TensorFlow's multi-worker engine.
     Raises:
         WorkerError: a worker died, failed or the job timed out (the worker is named).
         UserError, NonFiniteError: raised by a worker, passed on as they are.
@@ -154,6 +163,9 @@ def run(
     check_workers(workers)
     kwargs = dict(backend_kwargs or {})
     if framework == "jax" and "JAX_COORDINATOR_ADDRESS" in os.environ:
+        return task(make_engine(framework, workers, 0, kwargs, timeout), *args)  # one host of N
+    if framework == "tensorflow" and tf_config.is_set():
+        tf_config.read(workers)  # refused before TensorFlow starts
         return task(make_engine(framework, workers, 0, kwargs, timeout), *args)  # one host of N
     if framework == "torch" and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         from . import torch_engine  # started by torchrun: this process is one rank

@@ -1,11 +1,19 @@
-"""TensorFlow's engine: ``tf.distribute.MirroredStrategy`` over N devices, the replica context's
-``all_reduce(MEAN)`` as the collective.
+"""TensorFlow's engines: ``tf.distribute.MirroredStrategy`` over N devices of one process (the
+replica context's ``all_reduce(MEAN)`` as the collective), and ``MultiWorkerMirroredStrategy``
+over N processes, one per machine, described by ``TF_CONFIG``.
 
 On the CPU the N devices are logical CPU devices (``tf.config.set_logical_device_configuration``),
 which must be made before TensorFlow's runtime starts: :func:`expose_cpus` runs first in the fresh
 worker process that :func:`rnn_backends.parallel.launch.run` starts. The step is one
 ``tf.function`` around ``strategy.run``; every replica gets its rows of the ids and of the carried
 state (``experimental_distribute_values_from_function``) and the same parameters.
+
+Several processes (:class:`TensorflowMultiWorker`): in TF 2.21 the replica context's
+``all_reduce`` and ``all_gather`` inside a ``tf.function`` fail under
+``MultiWorkerMirroredStrategy`` ("destinations can not be empty"), while the cross-replica
+``strategy.reduce`` and ``strategy.gather`` work. So that engine runs the body in its two halves
+(:class:`~rnn_backends.parallel.common.Body`): ``local`` under ``strategy.run``, the cross-replica
+mean of (loss, gradients), then ``finish`` once per process, identically on every worker.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import numpy as np
 from ..backends.base import Backend
 from ..backends.tensorflow_logs import quiet_cpp_logs, tf
 from ..errors import ConfigError
-from .common import DataParallelBackend
+from . import tf_config
+from .common import DataParallelBackend, flatten
 from .rows import row_slice, shard_rows
 
 
@@ -85,3 +94,67 @@ class TensorflowDataParallel(DataParallelBackend):
         )
         carry = tf.concat(self.strategy.experimental_local_results(carries), axis=-2)
         return first, carry
+
+
+def join_cluster(workers: int, timeout_s: float) -> tuple[Any, int]:
+    """The ``MultiWorkerMirroredStrategy`` of the cluster ``TF_CONFIG`` describes (checked first,
+    see :mod:`.tf_config`) and this process's task index. Made before anything else starts
+    TensorFlow's runtime, as the strategy requires. Every collective gives up after
+    ``timeout_s`` seconds (TensorFlow's ``CommunicationOptions``): a lost worker fails the job
+    instead of hanging it."""
+    cluster = tf_config.read(workers)
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+    with quiet_cpp_logs():
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if strategy.num_replicas_in_sync != workers:
+        raise ConfigError(
+            f"MultiWorkerMirroredStrategy has {strategy.num_replicas_in_sync} replicas but "
+            f"--data-parallel is {workers}; run one worker per process on the CPU "
+            "(CUDA_VISIBLE_DEVICES=-1) or one GPU per process"
+        )
+    return strategy, cluster.index
+
+
+class TensorflowMultiWorker(DataParallelBackend):
+    """One process (worker ``rank``) of a ``MultiWorkerMirroredStrategy`` job of ``workers``."""
+
+    engine = "tf MultiWorkerMirroredStrategy"
+
+    def __init__(self, inner: Backend, workers: int, strategy: Any, rank: int) -> None:
+        super().__init__(inner, workers, rank)
+        self.strategy = strategy
+        self.allreduce_bytes = 0
+
+    def _spmd(self, kind, make_body, replicated, X, Y, h0):
+        rows = shard_rows(np.shape(X)[0], self.workers)
+        body = make_body(None)
+        traced: list[Any] = []  # the leaves of (loss, grads) and how to rebuild them, at tracing
+
+        def local(rep: Any, X: Any, Y: Any, h0: Any) -> tuple[Any, Any]:
+            # (loss, grads) as one flat buffer: one collective per step (strategy.reduce of the
+            # tree itself is refused by TF 2.21 in a tf.function).
+            loss, carry, grads = body.local(rep, X, Y, h0)
+            leaves, rebuild = flatten((loss, grads))
+            traced[:] = [leaves, rebuild]
+            return tf.concat([tf.reshape(x, [-1]) for x in leaves], axis=0), carry
+
+        def compile_() -> Any:
+            def step(rep: Any, X: Any, Y: Any, h0: Any) -> Any:
+                flat, carry = self.strategy.run(local, args=(rep, X, Y, h0))
+                averaged = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, flat, axis=None)
+                leaves, rebuild = traced
+                self.allreduce_bytes = averaged.shape[0] * averaged.dtype.size
+                sizes = [int(np.prod(x.shape)) for x in leaves]
+                parts = tf.split(averaged, sizes)
+                tree = rebuild([tf.reshape(p, x.shape) for p, x in zip(parts, leaves, strict=True)])
+                # The carries of all rows, in rank order (the rows are split in rank order).
+                every = self.strategy.gather(carry, axis=len(h0.shape) - 2)
+                return body.finish(rep, tree), every
+
+            return tf.function(step, autograph=False)
+
+        fn = self.inner._cached(("multi-worker", self.workers, kind), compile_)
+        X_, Y_ = (tf.constant(row_slice(np.asarray(a), self.rank, rows), dtype=tf.int32)
+                  for a in (X, Y))  # fmt: skip
+        with quiet_cpp_logs():
+            return fn(replicated, X_, Y_, row_slice(h0, self.rank, rows))
