@@ -73,6 +73,41 @@ def test_a_backend_without_an_engine_is_refused():
         launch.run("numpy", 2, tasks.trajectory, timeout=TIMEOUT)
 
 
+TWO = ["127.0.0.1:1", "127.0.0.1:2"]
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ('{"cluster": {"worker": ["a:1"', r"TF_CONFIG is not valid JSON .*set it like \{"),
+    (json.dumps({"cluster": {"worker": [*TWO, "127.0.0.1:3"]},
+                 "task": {"type": "worker", "index": 0}}),
+     r"TF_CONFIG lists 3 worker\(s\) but --data-parallel is 2; give --data-parallel 3"),
+    (json.dumps({"cluster": {"worker": TWO}}), r"TF_CONFIG has no \"task\".*\"index\": k"),
+    (json.dumps({"cluster": {"worker": TWO}, "task": {"type": "worker", "index": 2}}),
+     r"task index is 2; it must be an integer from 0 to 1"),
+    (json.dumps({"cluster": {"chief": TWO[:1], "worker": TWO}, "task": {"type": "worker",
+                                                                      "index": 0}}),
+     r"job\(s\) \['chief'\] besides \"worker\""),
+    (json.dumps({"cluster": {}, "task": {"type": "worker", "index": 0}}),
+     r"needs \"cluster\": \{\"worker\""),
+])  # fmt: skip
+def test_a_bad_tf_config_is_refused_before_tensorflow_starts(monkeypatch, capsys, tmp_path,
+                                                              tf_config, message):  # fmt: skip
+    """TensorFlow's multi-worker engine reads TF_CONFIG; a wrong one is refused with its value and
+    the fix, before TensorFlow is imported (this core session has none to import), and the CLI
+    exits 2 with that one line."""
+    from rnn_backends.cli import main
+
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ConfigError, match=message):
+        launch.run("tensorflow", 2, tasks.trajectory, timeout=TIMEOUT)
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "tensorflow", "--data-parallel", "2", "--out", str(out),
+                 "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TF_CONFIG" in err[0], err
+    assert not (out / "checkpoint").exists()
+
+
 # --- against one process -------------------------------------------------------------------------
 
 

@@ -18,6 +18,10 @@ mean of (loss, gradients), then ``finish`` once per process, identically on ever
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -100,11 +104,11 @@ def join_cluster(workers: int, timeout_s: float) -> tuple[Any, int]:
     """The ``MultiWorkerMirroredStrategy`` of the cluster ``TF_CONFIG`` describes (checked first,
     see :mod:`.tf_config`) and this process's task index. Made before anything else starts
     TensorFlow's runtime, as the strategy requires. Every collective gives up after
-    ``timeout_s`` seconds (TensorFlow's ``CommunicationOptions``): a lost worker fails the job
-    instead of hanging it."""
+    ``timeout_s`` seconds (TensorFlow's ``CommunicationOptions``), and so does forming the
+    cluster (:func:`_exit_after`): a lost worker fails the job instead of hanging it."""
     cluster = tf_config.read(workers)
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
-    with quiet_cpp_logs():
+    with _exit_after(timeout_s), quiet_cpp_logs():  # every worker must join within timeout_s
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if strategy.num_replicas_in_sync != workers:
         raise ConfigError(
@@ -113,6 +117,26 @@ def join_cluster(workers: int, timeout_s: float) -> tuple[Any, int]:
             "(CUDA_VISIBLE_DEVICES=-1) or one GPU per process"
         )
     return strategy, cluster.index
+
+
+@contextlib.contextmanager
+def _exit_after(timeout_s: float) -> Iterator[None]:
+    """Exit this process with status 1 (and the stack, on standard error) if the block has not
+    ended after ``timeout_s`` seconds.
+
+    The strategy's constructor waits for every worker of TF_CONFIG to join; measured here, a lone
+    worker 0 waited in ``ensure_initialized`` for minutes (TensorFlow bounds that wait by its
+    coordination service's cluster registration, an hour by default; ``CommunicationOptions``
+    bounds collectives only). That wait is in C++ holding the GIL, so no Python thread or signal
+    handler can end it: ``faulthandler``'s C watchdog can.
+    """
+    err = os.fdopen(os.dup(2), "w")  # fd 2 itself is captured by quiet_cpp_logs meanwhile
+    faulthandler.dump_traceback_later(timeout_s, exit=True, file=err)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        err.close()
 
 
 class TensorflowMultiWorker(DataParallelBackend):

@@ -45,12 +45,13 @@ def read(workers: int) -> Cluster:
     if not isinstance(config, dict):
         raise ConfigError(f"{ENV} must be a JSON object, got {text!r}; set it like {EXAMPLE}")
     cluster = config.get("cluster")
-    addresses = cluster.get("worker") if isinstance(cluster, dict) else None
+    jobs = cluster if isinstance(cluster, dict) else {}
+    addresses = jobs.get("worker")
     if (not isinstance(addresses, list) or not addresses
             or not all(isinstance(a, str) and a for a in addresses)):  # fmt: skip
         raise ConfigError(f"{ENV} needs \"cluster\": {{\"worker\": [\"host:port\", ...]}}, one "
                           f"address per process; got cluster {cluster!r}")  # fmt: skip
-    others = sorted(set(cluster) - {"worker"})
+    others = sorted(set(jobs) - {"worker"})
     if others:
         raise ConfigError(f"{ENV} has job(s) {others} besides \"worker\"; this engine runs "
                           "workers only (no chief, evaluator or parameter server): remove them")
@@ -65,7 +66,8 @@ def read(workers: int) -> Cluster:
                           "\"worker\", \"index\": k}} with k this machine's place in the list")
     index = task.get("index")
     if task.get("type") != "worker":
-        raise ConfigError(f"{ENV} task type is {task.get('type')!r}; it must be \"worker\"")
+        raise ConfigError(f"{ENV} task type is {task.get('type')!r}; this engine runs workers "
+                          "only: set \"type\": \"worker\"")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(addresses):
         raise ConfigError(f"{ENV} task index is {index!r}; it must be an integer from 0 to "
                           f"{len(addresses) - 1}, this machine's place in the worker list")
