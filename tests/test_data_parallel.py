@@ -225,8 +225,10 @@ TRAIN_ARGS = ["train", "--data-parallel", "2", "--batch-size", "8", "--num-steps
               "--hidden-size", "8", "--no-progress", "--num-preds", "0"]  # fmt: skip
 
 
-def _two_nodes(commands: list[list[str]], envs: list[dict[str, str]]) -> None:
-    """Run one command per "node" at once; both must succeed within the timeout."""
+def _two_nodes(commands: list[list[str]], envs: list[dict[str, str]],
+               check: bool = True) -> tuple[list[int], list[str]]:  # fmt: skip
+    """Run one command per "node" at once, within the timeout; their exit statuses and outputs
+    (``check``: both must succeed)."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     nodes = [subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": path, **env},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -236,7 +238,16 @@ def _two_nodes(commands: list[list[str]], envs: list[dict[str, str]]) -> None:
     finally:
         for p in nodes:
             p.kill()
-    assert all(p.returncode == 0 for p in nodes), logs
+    codes = [p.returncode for p in nodes]
+    assert not check or codes == [0, 0], logs
+    return codes, logs
+
+
+def _tf_config_envs() -> list[dict[str, str]]:
+    """TF_CONFIG of a two-worker cluster on this machine, for worker 0 and worker 1."""
+    cluster = {"worker": [f"127.0.0.1:{launch.free_port()}" for _ in range(2)]}
+    return [{"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": r}}),
+             "CUDA_VISIBLE_DEVICES": "-1"} for r in range(2)]  # fmt: skip
 
 
 def test_two_nodes_as_two_processes(framework_name, tmp_path):
@@ -263,10 +274,7 @@ def test_two_nodes_as_two_processes(framework_name, tmp_path):
                 for r in range(2)]  # fmt: skip
     elif framework_name == "tensorflow":
         commands = [[sys.executable, "-m", "rnn_backends", *args] for args in node_args]
-        cluster = {"worker": [f"127.0.0.1:{port}", f"127.0.0.1:{launch.free_port()}"]}
-        envs = [{"TF_CONFIG": json.dumps({"cluster": cluster,
-                                          "task": {"type": "worker", "index": r}}),
-                 "CUDA_VISIBLE_DEVICES": "-1"} for r in range(2)]  # fmt: skip
+        envs = _tf_config_envs()
     else:
         pytest.skip(f"no two-process launch of {framework_name} is tested here")
     _two_nodes(commands, envs)
@@ -281,6 +289,61 @@ def test_two_nodes_as_two_processes(framework_name, tmp_path):
     assert ckpt.arrays.keys() == one.arrays.keys()
     for k, v in one.arrays.items():  # the carried state of all rows, if the run ended with one
         assert rel_err(ckpt.arrays[k], v) <= 1e-9, k
+
+
+# Each "node" of the TensorFlow test below: launch.run with TF_CONFIG set is one worker of the
+# cluster; worker 1 may kill itself after an update (tasks.train_task's ``kill``).
+TF_NODE = """
+import pickle, sys
+from rnn_backends.errors import WorkerError
+from rnn_backends.parallel import launch, tasks
+with open(sys.argv[1], "rb") as f:
+    args = pickle.load(f)
+try:
+    out = launch.run("tensorflow", 2, tasks.train_task, args, timeout=float(sys.argv[2]),
+                     backend_kwargs={"device": "cpu", "dtype": "float64"})
+except WorkerError as exc:
+    print("WorkerError:", exc)
+    sys.exit(1)
+if out["checkpoint"]:
+    with open(sys.argv[1] + ".out", "wb") as f:
+        pickle.dump(out, f)
+"""
+
+
+def test_tf_config_worker_killed_then_resumed(framework_name, tmp_path):
+    """MultiWorkerMirroredStrategy, two processes: worker 1 SIGKILLs itself after update 5;
+    worker 0 fails within seconds naming worker 1 (its address), not hanging; both resume from
+    worker 0's checkpoint and end where one uninterrupted single-process run ends (1e-9)."""
+    if framework_name != "tensorflow":
+        pytest.skip("the TF_CONFIG engine is TensorFlow's")
+    import pickle
+
+    corpus, model, cfg = _train_setup()
+    out = tmp_path / "run"
+
+    def nodes(args: tuple, check: bool) -> tuple[list[int], list[str]]:
+        path = tmp_path / "args.pkl"
+        path.write_bytes(pickle.dumps(args))
+        envs = _tf_config_envs()
+        command = [sys.executable, "-c", TF_NODE, str(path), str(TIMEOUT)]
+        return _two_nodes([command, command], envs, check)
+
+    t0 = time.monotonic()
+    codes, logs = nodes((corpus, model, cfg, out, 2, None, (1, 5)), check=False)
+    assert time.monotonic() - t0 < TIMEOUT / 2
+    assert codes == [1, -9], (codes, logs)
+    assert "WorkerError: data-parallel worker 0 of 2" in logs[0], logs[0]
+    assert "worker 1 of 2 (127.0.0.1:" in logs[0], logs[0]
+    assert read_metadata(out / "checkpoint")["step"] in (4, 6)
+    nodes((corpus, model, cfg, out, 2, out / "checkpoint"), check=True)
+    resumed = pickle.loads((tmp_path / "args.pkl.out").read_bytes())
+    single = TrainConfig(**{**cfg.to_dict(), "data_parallel": 1})
+    ref = train(make_backend(framework_name), corpus, model, single, progress=False)
+    np.testing.assert_allclose(resumed["history"]["step_loss"], ref.history["step_loss"],
+                               rtol=1e-9)  # fmt: skip
+    for k, v in ref.params.items():
+        assert rel_err(resumed["params"][k], v) <= 1e-9, k
 
 
 # --- float32: the compare job's error model judges a data-parallel run --------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import faulthandler
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..backends.tensorflow_logs import quiet_cpp_logs, tf
-from ..errors import ConfigError
+from ..errors import ConfigError, WorkerError
 from . import tf_config
 from .common import DataParallelBackend, flatten
 from .rows import row_slice, shard_rows
@@ -180,5 +181,25 @@ class TensorflowMultiWorker(DataParallelBackend):
         fn = self.inner._cached(("multi-worker", self.workers, kind), compile_)
         X_, Y_ = (tf.constant(row_slice(np.asarray(a), self.rank, rows), dtype=tf.int32)
                   for a in (X, Y))  # fmt: skip
-        with quiet_cpp_logs():
-            return fn(replicated, X_, Y_, row_slice(h0, self.rank, rows))
+        try:
+            with quiet_cpp_logs():
+                return fn(replicated, X_, Y_, row_slice(h0, self.rank, rows))
+        except tf.errors.OpError as exc:  # a peer died, is unreachable or timed out
+            raise WorkerError(self._lost(exc)) from None
+
+    def _lost(self, exc: Exception) -> str:
+        """The one-line message for a failed collective, naming the peer TensorFlow blames."""
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # TensorFlow's first line is "Graph execution error:"; the cause is the abort line.
+        causes = [line for line in lines if "aborted" in line or "Deadline" in line]
+        cause = (causes or lines or [""])[0]
+        peer = re.search(r"/job:worker/replica:0/task:(\d+)", str(exc))
+        if peer:
+            k = int(peer[1])
+            who = f"worker {k} of {self.workers} ({tf_config.read(self.workers).workers[k]})"
+        else:
+            who = "another worker"
+        return (f"data-parallel worker {self.rank} of {self.workers} (tensorflow, pid "
+                f"{os.getpid()}): a collective failed ({type(exc).__name__}: {cause}); {who} "
+                "died, is unreachable or timed out; the job was stopped: resume from the last "
+                "checkpoint")
