@@ -335,10 +335,17 @@ def _float64_truth(out: Path, names: list[str], status: dict[str, str], spec: Sp
     data: dict[str, Any] = {}
     if spec.checks.get("trajectory"):
         data = truth.trajectories(corpus, model, config, int(spec.checks.get("members", 1)))
+    evaluated = [n for n in names if status.get(n) == "ok" and (out / n / "checkpoint").is_dir()]
     data["checkpoints"] = {
-        name: truth.evaluate_checkpoint(out / name / "checkpoint", corpus, model, config)
-        for name in names
-        if status.get(name) == "ok" and (out / name / "checkpoint").is_dir()
+        name: dataclasses.asdict(truth.evaluate_checkpoint(out / name / "checkpoint", corpus,
+                                                           model, config))  # fmt: skip
+        for name in evaluated
+    }
+    # The same checkpoints evaluated by the ensemble's permuted members (forward passes only).
+    data["checkpoint_members"] = {
+        name: truth.member_evaluations(out / name / "checkpoint", corpus, model, config,
+                                       int(spec.checks.get("members", 1)))  # fmt: skip
+        for name in evaluated
     }
     write_json(folder / "truth.json", data)
 
@@ -479,9 +486,12 @@ def _replay_checks(ctx: _Context, name: str) -> tuple[list[verdict.Check], float
                 for r in records]  # fmt: skip
     states = CELL_SPECS[ctx.model.cell].states
     checks: list[verdict.Check] = []
-    for r in replayed:
+    for rec, r in zip(records, replayed, strict=True):
+        update = None
+        if rec.get("optimizer") is not None:
+            update = {**rec["optimizer"], "lr": rec["lr"], "step": int(rec.get("opt_step") or 0)}
         checks += verdict.step_checks(r.step, ctx.dtype, r.actual, r.truth, r.members, r.before,
-                                      states)  # fmt: skip
+                                      states, update)  # fmt: skip
     rel = lambda a, b: abs(a - b) / abs(b) if b else abs(a - b)  # noqa: E731
     loss_band = max((rel(m, r.loss) for r in replayed for m in r.member_losses), default=0.0)
     norm_band = max((rel(m, r.grad_norm) for r in replayed for m in r.member_norms), default=0.0)
@@ -528,8 +538,8 @@ def _run_checks(ctx: _Context, row: dict[str, Any], rec: dict[str, Any],
     return checks
 
 
-def _interchange_checks(ctx: _Context, row: dict[str, Any],
-                        loss_floor: float) -> tuple[list[verdict.Check], list[str]]:  # fmt: skip
+def _interchange_checks(ctx: _Context,
+                        row: dict[str, Any]) -> tuple[list[verdict.Check], list[str]]:
     """The row's framework evaluating every framework's checkpoint; greedy text in float64."""
     checks, texts = [], []
     for source, got in sorted(row.get("interchange", {}).items()):
@@ -546,9 +556,13 @@ def _interchange_checks(ctx: _Context, row: dict[str, Any],
         exact = ctx.truth.get("checkpoints", {}).get(source)
         if exact is None:
             continue
-        spread = abs(ref_x["val_ppl"] - exact) / exact if ref_x else 0.0
-        checks.append(verdict.relative_band_check(what, None, got["val_ppl"], exact, spread,
-                                                  loss_floor))  # fmt: skip
+        members = ([ref_x["val_ppl"]] if ref_x else []) + list(
+            ctx.truth.get("checkpoint_members", {}).get(source, []))
+        reduction = numerics.reduction_allowance(exact["magnitude"], exact["batch_tokens"],
+                                                 exact["batches"], ctx.model.vocab_size,
+                                                 ctx.dtype)  # fmt: skip
+        checks.append(verdict.evaluation_check(what, got["val_ppl"], exact["val_ppl"], members,
+                                               reduction))  # fmt: skip
     return checks, texts
 
 
@@ -585,7 +599,7 @@ def _judge_framework(ctx: _Context, row: dict[str, Any], rec: dict[str, Any]) ->
     row["loss_floor"] = verdict.MARGIN * loss_band
     checks += replays
     checks += _run_checks(ctx, row, rec, loss_band)
-    inter, texts = _interchange_checks(ctx, row, loss_band)
+    inter, texts = _interchange_checks(ctx, row)
     checks += inter
     if ctx.dtype == "float64" and rec["greedy_text"] != ctx.oracle["greedy_text"]:  # type: ignore[index]
         texts.append("greedy text differs from the oracle's")

@@ -113,6 +113,24 @@ def bound_for(shape: Shape, what: str, dtype: str, entries: int) -> Bound:
     return Bound(gamma(n, lam, u), n, lam)
 
 
+def reduction_allowance(magnitude: float, batch_tokens: int, batches: int, vocab: int,
+                        dtype: str) -> float:  # fmt: skip
+    """How far a correct ``dtype`` evaluation's perplexity may be from the float64 one
+    (relative) through the rounding of its loss reductions, which every member computes alike.
+
+    Each batch's loss is a mean over its ``N = batch_tokens`` tokens of ``max + log sum exp(o -
+    max) - o_y``: per token a shift, ``exp``, a ``V``-term sum, ``log`` and two sums, then the
+    ``N``-term sum and the division: ``n = N + V + 5`` roundings deep in the worst order. With
+    ``magnitude`` the token-weighted mean of the terms' absolute values (see
+    :class:`rnn_backends.truth.Evaluation`), the evaluation's mean loss is within ``gamma_n(lambda)
+    magnitude`` (``lambda`` by the union bound over the ``batches``), and its perplexity,
+    ``exp`` of it, within ``expm1`` of that, relative.
+    """
+    u = UNIT_ROUNDOFF[dtype]
+    n = batch_tokens + vocab + 5
+    return math.expm1(gamma(n, confidence(n, batches, u=u), u) * magnitude)
+
+
 @dataclass(frozen=True)
 class Ratio:
     """The worst entry of a check: ``ratio`` = |actual - exact| / allowed (fails above 1)."""
@@ -221,6 +239,7 @@ __all__ = [
     "confidence",
     "gamma",
     "one_step",
+    "reduction_allowance",
     "rounding_depth",
     "worst_ratio",
 ]

@@ -9,7 +9,8 @@ the very numbers a framework started from:
 * :func:`initial`: the step-0 loss and gradients at the initial weights, with the componentwise
   bound, and the members' step-0 results;
 * :func:`replay`: one saved training step of a framework, replayed in float64 and by the members;
-* :func:`evaluate_checkpoint`: a checkpoint's validation perplexity in float64.
+* :func:`evaluate_checkpoint`: a checkpoint's validation perplexity in float64, and
+  :func:`member_evaluations`: the same checkpoint evaluated by the members.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .data.batching import CharBatches
 from .data.corpus import Corpus
 from .ensemble import Member
 from .params import init_params
+from .metrics import Meter
 from .train import evaluate, train
 
 
@@ -129,14 +131,54 @@ def replay(out: Path, record: dict[str, Any], model: ModelConfig, dtype: str,
     )
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A checkpoint's validation perplexity computed in float64 (``val_ppl``), with what the
+    rounding model needs to bound a float32 evaluation's loss reductions: ``magnitude``, the
+    token-weighted mean over every token of ``|max_j o_j| + log sum_j exp(o_j - max) + |o_y|``
+    (the terms of its cross-entropy in absolute value), ``batch_tokens`` (the most tokens one
+    batch's mean reduces) and ``batches``."""
+
+    val_ppl: float
+    magnitude: float
+    batch_tokens: int
+    batches: int
+
+
 def evaluate_checkpoint(folder: Path, corpus: Corpus, model: ModelConfig,
-                        config: TrainConfig) -> float:  # fmt: skip
-    """Validation perplexity of the checkpoint in ``folder`` computed in float64."""
+                        config: TrainConfig) -> Evaluation:  # fmt: skip
+    """Validation perplexity of the checkpoint in ``folder`` computed in float64, the way
+    :func:`rnn_backends.train.evaluate` computes it (one batch's loss after another, the
+    state carried when the batching carries it), and the magnitude of its reductions."""
     ckpt = load_checkpoint(folder)
     batches = CharBatches(corpus.ids, config)
-    oracle = _oracle("float64", model)
-    return evaluate(oracle, _as64(ckpt.params), batches.val_batches(), batches.carries_state).token
+    oracle, params = _oracle("float64", model), _as64(ckpt.params)
+    meter, state, size, count, mag = Meter(), None, 0, 0, 0.0
+    for X, Y in batches.val_batches():
+        logits, final = oracle.forward(params, X, state)
+        state = final if batches.carries_state else None
+        logits = np.asarray(logits)
+        top = logits.max(axis=-1)
+        log_total = np.log(np.exp(logits - top[..., None]).sum(axis=-1))
+        picked = np.take_along_axis(logits, Y[..., None], axis=-1)[..., 0]
+        meter.add(float(np.mean(top + log_total - picked)), X.size)
+        mag += float(np.sum(np.abs(top) + log_total + np.abs(picked)))
+        size, count = max(size, X.size), count + 1
+    ppl = meter.result()
+    return Evaluation(ppl.token, mag / max(ppl.tokens, 1), size, count)
 
 
-__all__ = ["Initial", "Replayed", "evaluate_checkpoint", "initial", "members", "replay",
-           "trajectories"]  # fmt: skip
+def member_evaluations(folder: Path, corpus: Corpus, model: ModelConfig, config: TrainConfig,
+                       member_count: int) -> list[float]:  # fmt: skip
+    """Validation perplexity of the checkpoint in ``folder`` computed by members 1 ..
+    ``member_count`` - 1 in ``config.dtype`` (member 0, the plain float32 oracle, is the numpy
+    worker's own evaluation). Forward passes only: a few evaluations of the validation split."""
+    ckpt = load_checkpoint(folder)
+    batches = CharBatches(corpus.ids, config)
+    params = {k: np.asarray(v, dtype=config.dtype) for k, v in ckpt.params.items()}
+    return [evaluate(member, params, batches.val_batches(), batches.carries_state).token
+            for member in members(model, member_count, config.dtype)[1:]]  # fmt: skip
+
+
+__all__ = ["Evaluation", "Initial", "Replayed", "evaluate_checkpoint", "initial", "member_evaluations",
+           "members", "replay", "trajectories"]  # fmt: skip

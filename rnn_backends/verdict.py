@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import numerics
+from . import numerics, updatebound
 
 MARGIN = 10.0
 # Per-step losses of float32 runs are asserted while the ensemble's own band stays below this
@@ -134,6 +134,20 @@ def relative_band_check(what: str, step: int | None, actual: float, truth: float
     return Check(what, step, dev, allowed, rule + " (relative)")
 
 
+def evaluation_check(what: str, actual: float, exact: float, members: list[float],
+                     reduction: float) -> Check:  # fmt: skip
+    """A checkpoint's perplexity evaluated in float32: its relative deviation against
+    :data:`MARGIN` times the members' largest (their evaluations of the same weights: the
+    forward pass rounded in other orders), plus ``reduction``, the derived bound of the loss
+    reductions (:func:`rnn_backends.numerics.reduction_allowance`), which the members all
+    compute alike and so cannot sample."""
+    dev = abs(actual - exact) / abs(exact)
+    band = max((abs(m - exact) / abs(exact) for m in members), default=0.0)
+    return Check(what, None, dev, MARGIN * band + reduction,
+                 f"{MARGIN:g}x the band of {len(members)} evaluations plus the rounding bound "
+                 "of the loss reductions (relative)")  # fmt: skip
+
+
 # --- what a saved step holds, by name ------------------------------------------------------------
 
 
@@ -157,27 +171,66 @@ def step_checks(
     members: list[dict[str, np.ndarray]],
     before: dict[str, np.ndarray],
     state_names: tuple[str, ...],
+    update: dict[str, Any] | None = None,
 ) -> list[Check]:
-    """Every array a replayed step ends with (parameters, carried state, optimizer slots)."""
-    checks = []
+    """Every array a replayed step ends with (parameters, carried state, optimizer slots).
+
+    ``update``: the step's optimizer (``optim.Optimizer`` fields as a dict, plus ``lr`` and
+    ``step``, the updates before this one). In float32 an Adam step's parameters may also
+    differ by what their slots' allowances imply through the update (:func:`adam_check`)."""
+    checks: dict[str, Check] = {}
     for key in sorted(truth):
-        if key not in actual:
-            checks.append(Check(quantity_name(key, state_names), step, math.inf, 0.0,
-                                "missing from the framework's step"))  # fmt: skip
-            continue
         what = quantity_name(key, state_names)
-        if dtype == "float64":
+        if key not in actual:
+            checks[key] = Check(what, step, math.inf, 0.0, "missing from the framework's step")
+        elif dtype == "float64":
             # Parameters: relative to how far the step moved them (the update), the part a bug
             # changes; the rest relative to their size.
             ref = truth[key] - before[key] if key in before and key.startswith("params/") else None
             scale = _scale(ref) if ref is not None and _scale(ref) > 0 else None
-            checks.append(tolerance_check(what, step, actual[key], truth[key],
-                                          F64_TOLERANCES["step"], scale))  # fmt: skip
+            checks[key] = tolerance_check(what, step, actual[key], truth[key],
+                                          F64_TOLERANCES["step"], scale)  # fmt: skip
         else:
             start = before.get(key) if key.startswith("params/") else None
-            checks.append(band_check(what, step, actual[key], truth[key],
-                                     [m[key] for m in members], dtype, start))  # fmt: skip
-    return checks
+            checks[key] = band_check(what, step, actual[key], truth[key],
+                                     [m[key] for m in members], dtype, start)  # fmt: skip
+    if dtype != "float64" and update is not None and update.get("kind") in ("adam", "adamw"):
+        for key in [k for k in checks if k.startswith("params/") and k in actual]:
+            name = key[len("params/"):]
+            slots = {s: (truth.get(f"opt/{s}/{name}"), checks.get(f"opt/{s}/{name}"))
+                     for s in ("m", "v")}  # fmt: skip
+            if all(t is not None and c is not None for t, c in slots.values()):
+                checks[key] = adam_check(checks[key], actual[key], truth[key], before[key],
+                                         slots, update, dtype)  # fmt: skip
+    return list(checks.values())
+
+
+def adam_check(band: Check, actual: Any, truth: Any, before: Any,
+               slots: dict[str, tuple[np.ndarray, Check]], update: dict[str, Any],
+               dtype: str) -> Check:  # fmt: skip
+    """An Adam step's parameter: each entry's deviation beyond the rounding of the stored result
+    within the larger of the band's allowance (``band``, tensor-wide) and the entry's update
+    bound (:func:`rnn_backends.updatebound.adam_allowance`, from the allowances of the slots
+    ``m`` and ``v``: ``slots`` maps each to its float64 value and its check)."""
+    u = numerics.UNIT_ROUNDOFF[dtype]
+    (m, m_check), (v, v_check) = slots["m"], slots["v"]
+    derived = updatebound.adam_allowance(
+        kind=update["kind"], lr=float(update["lr"]), step=int(update["step"]),
+        beta1=float(update["beta1"]), beta2=float(update["beta2"]), eps=float(update["eps"]),
+        weight_decay=float(update.get("weight_decay", 0.0)), before=before,
+        m=m, v=v, e_m=u * np.abs(m) + m_check.allowed, e_v=u * np.abs(v) + v_check.allowed, u=u,
+    )  # fmt: skip
+    a, t = np.asarray(actual, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    excess = np.maximum(np.abs(a - t) - u * np.abs(t), 0.0)
+    allowed = np.maximum(derived, band.allowed)
+    ratio = numerics.worst_ratio(excess, np.zeros_like(excess), allowed)
+    if ratio.index and derived[ratio.index] <= band.allowed:
+        rule = band.rule
+    else:
+        rule = ("the update's rounding bound (Adam, from its slots' allowances), beyond the "
+                "rounding of the stored result")  # fmt: skip
+    return Check(band.what, band.step, ratio.deviation, ratio.allowed, rule,
+                 where=str(ratio.index) if ratio.index else "")  # fmt: skip
 
 
 def worst(checks: list[Check]) -> Check | None:
@@ -237,8 +290,10 @@ __all__ = [
     "TRAJECTORY_CUT",
     "Band",
     "Check",
+    "adam_check",
     "band_check",
     "componentwise_check",
+    "evaluation_check",
     "loss_deviation",
     "quantity_name",
     "relative_band_check",
