@@ -683,7 +683,8 @@ def _checked(spec: Spec) -> list[str]:
         "step-0 loss and gradients: the componentwise rounding bound and "
         f"{verdict.MARGIN:g}x the band of {c.get('members')} ensemble members",
         f"{c.get('sampled_steps', 0)} sampled training steps replayed from each framework's own "
-        f"state in float64 and by the ensemble: {verdict.MARGIN:g}x the band",
+        f"state in float64 and by the ensemble: {verdict.MARGIN:g}x the band (an Adam step's "
+        "parameters also within the bound their slots' allowances imply through the update)",
     ]
     if c.get("trajectory"):
         lines.append(
@@ -693,7 +694,9 @@ def _checked(spec: Spec) -> list[str]:
         )
     else:
         lines.append("whole trajectories: not checked by this preset")
-    lines.append("every checkpoint in every framework against its float64 perplexity")
+    lines.append("every checkpoint in every framework against its float64 perplexity: "
+                 f"{verdict.MARGIN:g}x the band of the members' evaluations of it plus the "
+                 "rounding bound of the loss reductions")
     return lines
 
 

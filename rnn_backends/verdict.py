@@ -12,7 +12,11 @@ started from. What is allowed depends on the dtype:
     truth, times :data:`MARGIN`. It covers what the componentwise bound cannot: a step from
     trained weights, where the derived bound grows like the product of ``|W_hh|`` over the
     sequence (10^15 times the real error after 600 steps of the quick preset), and whole
-    trajectories.
+    trajectories;
+  - where the band is one number per tensor but the error is not, a derived bound on top of
+    it: an Adam step's parameters (:mod:`rnn_backends.updatebound`, from the allowances of the
+    slots ``m`` and ``v``) and a checkpoint's perplexity (the loss reductions, which every
+    member computes alike: :func:`rnn_backends.numerics.reduction_allowance`).
 
 :data:`MARGIN` is 10. The members round like the least accurate float32 computation we know of
 (NumPy accumulates sums over all B*T tokens one after the other, where frameworks use blocked or

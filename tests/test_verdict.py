@@ -45,6 +45,8 @@ class Bug:
     grads: Callable[[dict, float], tuple[dict, float]] | None = None  # before the update
     frozen: str | None = None  # parameters with this prefix are never updated
     forward: str | None = None  # "relu" or "transpose"
+    update: float = 0.0  # every parameter's step scaled by 1 + this (the slots left right)
+    evaluation: Callable[[dict], dict] | None = None  # the checkpoint weights when evaluated
 
 
 BUGS = [
@@ -60,6 +62,14 @@ BUGS = [
     Bug("transposed-W_hh", r"(gradient of \S+|loss)", variant="textbook", forward="transpose"),
     # The book's MXNet deep RNN: its layers sit in a plain list the optimizer never sees.
     Bug("frozen-layer", r"l1\.\S+ after the step", spec={"num_layers": 2}, frozen="l1."),
+    # Adam's step off by a relative 1e-3 while m and v are right (a wrong bias correction, or
+    # a perturbed m in the update): only the parameters' update bound can see it.
+    Bug("adam-update-1e-3", r"\S+ after the step", spec={"optimizer": "adam", "lr": 0.01},
+        update=1e-3),
+    # A checkpoint evaluated without its output bias (a layer built without one): only the
+    # checkpoint checks can see it.
+    Bug("checkpoint-without-b_q", r"validation perplexity of \S+'s checkpoint", step=None,
+        evaluation=lambda p: {**p, "b_q": p["b_q"] * 0.0}),
 ]  # fmt: skip
 
 
@@ -72,7 +82,8 @@ def _spec(bug: Bug, dtype: str) -> compare.Spec:
 
 def _assert_caught(report: dict[str, Any], name: str, bug: Bug) -> None:
     assert not report["passed"], f"{bug.name} passed the {name} job"
-    pattern = re.compile(rf"^{name}: ({bug.quantity}) at step {bug.step} differs")
+    at = f" at step {bug.step}" if bug.step is not None else ""
+    pattern = re.compile(rf"^{name}: ({bug.quantity}){at} differs")
     assert any(pattern.match(f) for f in report["failures"]), report["failures"]
 
 
@@ -87,6 +98,8 @@ def _patch_update(monkeypatch: pytest.MonkeyPatch, bug: Bug) -> None:
         if bug.grads is not None:
             grads, max_norm = bug.grads(grads, max_norm)
         new, new_slots, norm = real(ops, optimizer, params, grads, slots, rates, max_norm)
+        if bug.update:
+            new = {k: v + (v - params[k]) * bug.update for k, v in new.items()}
         if bug.frozen:
             new = {k: params[k] if k.startswith(bug.frozen) else v for k, v in new.items()}
         return new, new_slots, norm
@@ -113,11 +126,26 @@ def _patch_forward(monkeypatch: pytest.MonkeyPatch, backend_cls: type[Backend], 
         monkeypatch.setattr(backend_cls, "_forward", transposed)
 
 
+def _patch_evaluation(monkeypatch: pytest.MonkeyPatch, name: str, bug: Bug) -> None:
+    """Participant ``name`` evaluates every checkpoint (the job's second phase) with
+    ``bug.evaluation`` applied to its weights; its training is untouched."""
+    real = compare.evaluate
+
+    def wrong(backend, tensors, batches, carry_state):
+        if backend.name == name and bug.evaluation is not None:
+            tensors = backend.prepare(bug.evaluation(backend.export(tensors)))
+        return real(backend, tensors, batches, carry_state)
+
+    monkeypatch.setattr(compare, "evaluate", wrong)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bug", BUGS, ids=[b.name for b in BUGS])
 def test_injected_bug_fails_the_job(framework_name, bug, dtype, tmp_path, monkeypatch):
     backend_cls = type(registry.get_backend(framework_name))
-    if bug.forward:
+    if bug.evaluation:
+        _patch_evaluation(monkeypatch, framework_name, bug)
+    elif bug.forward:
         _patch_forward(monkeypatch, backend_cls, bug)
     else:
         _patch_update(monkeypatch, bug)
@@ -179,7 +207,11 @@ class BuggyOracle(NumpyBackend):
                                                        self._state(state))  # fmt: skip
         return reference.cross_entropy(logits, Y), final
 
-    def train_step(self, params, X, Y, state=None, *, lr, grad_clip, **_: Any) -> StepResult:
+    def train_step(self, params, X, Y, state=None, *, lr, grad_clip, **kwargs: Any) -> StepResult:
+        if self.bug.update:  # the oracle's own Adam step, then the step scaled
+            res = super().train_step(params, X, Y, state, lr=lr, grad_clip=grad_clip, **kwargs)
+            res.params = {k: v + (v - params[k]) * self.bug.update for k, v in res.params.items()}
+            return res
         params = self.prepare(params)
         with self._forward_bug():
             loss, grads, final = reference.model_loss_and_grads(self._params_in(params), X, Y,
@@ -217,6 +249,8 @@ def _install_buggy(monkeypatch: pytest.MonkeyPatch, bug: Bug) -> None:
 def test_injected_bug_fails_the_job_on_the_oracle_side(bug, dtype, tmp_path, monkeypatch):
     """No framework needed: a participant named ``buggy`` runs the oracle's code with the bug."""
     _install_buggy(monkeypatch, bug)
+    if bug.evaluation:
+        _patch_evaluation(monkeypatch, "buggy", bug)
     report = run_compare(tmp_path, ["buggy"], _spec(bug, dtype), log=lambda *_: None)
     _assert_caught(report, "buggy", bug)
 
