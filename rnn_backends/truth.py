@@ -28,8 +28,8 @@ from .config import ModelConfig, TrainConfig
 from .data.batching import CharBatches
 from .data.corpus import Corpus
 from .ensemble import Member
-from .params import init_params
 from .metrics import Meter
+from .params import init_params
 from .train import evaluate, train
 
 
@@ -180,5 +180,5 @@ def member_evaluations(folder: Path, corpus: Corpus, model: ModelConfig, config:
             for member in members(model, member_count, config.dtype)[1:]]  # fmt: skip
 
 
-__all__ = ["Evaluation", "Initial", "Replayed", "evaluate_checkpoint", "initial", "member_evaluations",
-           "members", "replay", "trajectories"]  # fmt: skip
+__all__ = ["Evaluation", "Initial", "Replayed", "evaluate_checkpoint", "initial",
+           "member_evaluations", "members", "replay", "trajectories"]  # fmt: skip
