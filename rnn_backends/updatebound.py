@@ -12,8 +12,9 @@ parameters get a bound of their own, entry by entry, from the rounding model:
 * each operation returns its exact result times ``(1 + d)``, ``|d| <= u``, and each constant
   (``lr / c1``, ``1 / sqrt(c2)``, ``eps``, ...) is a float64 number rounded once to float32;
 * an :class:`Approx` carries a value (the float64 truth) and a bound ``e`` on how far a computed
-  number may be from it, through ``+``, ``*``, ``/`` and ``sqrt`` (rigorous, not to first order:
-  a quotient uses ``|b| - e_b``, a square root ``min(e / (2 sqrt(a)), sqrt(e))``);
+  number may be from it, through ``+``, ``*``, ``/`` and ``sqrt``, not only to first order: a
+  product adds ``e_a e_b``, a reciprocal divides by the least the computed number can be, a
+  square root takes ``min(e / (sqrt(a) + sqrt(a - e)), sqrt(e))``;
 * the update is written in both orders this project's code uses (the frameworks' shared
   ``optim.update``: ``(lr / c1) (m / (sqrt(v) / sqrt(c2) + eps))``; the oracle's: ``lr (m / c1)
   / (sqrt(v / c2) + eps)``), every division counted as a reciprocal and a multiply (XLA may
