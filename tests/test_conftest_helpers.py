@@ -93,6 +93,6 @@ def test_selection_by_owner_in_a_sandbox(tmp_path):
     assert out.returncode == 1, out.stdout
     assert f"PASSED {node}test_core" in out.stdout
     assert f"owned by 'numpy' but builds a '{other}' backend" in out.stdout
-    assert f"is not installed here; pip install 'rnn-backends[{absent}]'" in out.stdout
+    assert f"is not installed here; pip install -e '.[{absent}]' in a clone" in out.stdout
     assert "1 failed, 1 passed, 1 skipped, 3 deselected" in out.stdout
     assert "RuntimeError" not in out.stdout
