@@ -79,11 +79,18 @@ def _code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+# A full session runs its tests in this many pytest-xdist workers: most tests keep one core busy
+# (small arrays, compiling, starting processes), so two workers on this 2-core CPU cut a session's
+# wall time; more than 4 would only multiply the frameworks' memory.
+TEST_WORKERS = str(min(os.cpu_count() or 1, 4))
+
+
 def _pytest(session: nox.Session) -> None:
-    """The tests owned by this session's backend. A run narrowed by arguments records nothing."""
+    """The tests owned by this session's backend. A run narrowed by arguments records nothing
+    and runs in one process."""
     record = SELECTION / _code_digest() / f"{session.name}.json"
     record.unlink(missing_ok=True)
-    args = session.posargs or ["--record-selection", str(record)]
+    args = session.posargs or ["-n", TEST_WORKERS, "--record-selection", str(record)]
     session.run("pytest", "--backend", TEST_SESSIONS[session.name], *args,
                 env={**_env(), **JAX_CACHE})
 

@@ -180,8 +180,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         "selected": [item.nodeid for item in session.items],
         "skipped_modules": sorted(set(_SKIPPED_FILES)),
     }
+    # Under pytest-xdist every worker collects the same tests and writes the same record: each
+    # replaces the file whole (a temporary file renamed over it), so none is read half-written.
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1))
+    tmp = Path(f"{path}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
 
 
 @pytest.hookimpl(tryfirst=True)  # before any fixture of the test can call make_backend
