@@ -54,7 +54,7 @@ class Approx:
     @staticmethod
     def constant(c: float, u: float) -> Approx:
         """A float64 constant rounded once to the computation's precision."""
-        return Approx(np.float64(c), np.float64(u * abs(c)), u)
+        return Approx(np.asarray(c, dtype=np.float64), np.asarray(u * abs(c), dtype=np.float64), u)
 
     def _rounded(self, value: np.ndarray, propagated: np.ndarray) -> Approx:
         """The result of one operation: the propagated error plus the rounding of the result,

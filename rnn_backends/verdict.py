@@ -201,9 +201,10 @@ def step_checks(
     if dtype != "float64" and update is not None and update.get("kind") in ("adam", "adamw"):
         for key in [k for k in checks if k.startswith("params/") and k in actual]:
             name = key[len("params/"):]
-            slots = {s: (truth.get(f"opt/{s}/{name}"), checks.get(f"opt/{s}/{name}"))
-                     for s in ("m", "v")}  # fmt: skip
-            if all(t is not None and c is not None for t, c in slots.values()):
+            slots = {s: (truth[f"opt/{s}/{name}"], checks[f"opt/{s}/{name}"])
+                     for s in ("m", "v") if f"opt/{s}/{name}" in truth
+                     and f"opt/{s}/{name}" in checks}  # fmt: skip
+            if len(slots) == 2:
                 checks[key] = adam_check(checks[key], actual[key], truth[key], before[key],
                                          slots, update, dtype)  # fmt: skip
     return list(checks.values())
