@@ -82,28 +82,30 @@ class TensorflowFastOps(TensorflowOps, FastOps):
         # onehot(ids)^T rows: one matmul, about twice as fast here as unsorted_segment_sum.
         return tf.matmul(tf.one_hot(ids, n, dtype=rows.dtype), rows, transpose_a=True)
 
-    def _logits(self, hf, W_hq, b_q):
-        # BiasAdd (not +) after MatMul: grappler fuses the pair into one oneDNN kernel.
-        return tf.nn.bias_add(tf.matmul(hf, W_hq), b_q)
-
-    def output_head(self, hf, W_hq, b_q, Yf):
-        N, V = hf.shape[0], W_hq.shape[1]
-        logits = self._logits(hf, W_hq, b_q)
-        # The softmax written out: on the CPU, TensorFlow's fused sparse cross-entropy kernel
-        # took about 1.7x as long as these few ops. Every token's loss is log(sum e) - shifted_y
-        # with shifted = logits - max (no overflow, and sum e >= 1 so no log of 0).
+    def _softmax_losses(self, hf, W_hq, b_q, Yf):
+        """(every token's loss, exp(logits - max), their row sums). The softmax is written out:
+        on the CPU, TensorFlow's fused sparse cross-entropy kernel took about 1.7x as long as
+        these few ops. A token's loss is log(sum e) - shifted_y with shifted = logits - max (no
+        overflow, and sum e >= 1 so no log of 0). BiasAdd (not +) after MatMul: grappler fuses
+        the pair into one oneDNN kernel."""
+        logits = tf.nn.bias_add(tf.matmul(hf, W_hq), b_q)
         shifted = logits - tf.reduce_max(logits, axis=1, keepdims=True)
         e = tf.exp(shifted)
         total = tf.reduce_sum(e, axis=1, keepdims=True)
         losses = tf.math.log(total[:, 0]) - tf.gather(shifted, Yf, axis=1, batch_dims=1)
+        return losses, e, total
+
+    def output_head(self, hf, W_hq, b_q, Yf):
+        N, V = hf.shape[0], W_hq.shape[1]
+        losses, e, total = self._softmax_losses(hf, W_hq, b_q, Yf)
         # (softmax - onehot) / N, the 1/N folded into both terms
         d_logits = (e * (1.0 / N)) / total - tf.one_hot(Yf, V, on_value=1.0 / N, dtype=hf.dtype)
         return (tf.reduce_mean(losses), tf.matmul(hf, d_logits, transpose_a=True),
                 tf.reduce_sum(d_logits, axis=0), tf.matmul(d_logits, W_hq, transpose_b=True))
 
     def output_loss(self, hf, W_hq, b_q, Yf):
-        logits = self._logits(hf, W_hq, b_q)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(Yf, logits))
+        # The training step's own loss, so that evaluation rounds as training does.
+        return tf.reduce_mean(self._softmax_losses(hf, W_hq, b_q, Yf)[0])
 
     def forward_loop(self, xw, h0, W_hh):
         h, hs = h0, []
